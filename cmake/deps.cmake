@@ -1,0 +1,19 @@
+# Third-party dependencies, all from Debian packages (scripts/setup.sh installs them).
+find_package(absl CONFIG REQUIRED)
+find_package(nlohmann_json 3 CONFIG REQUIRED)
+find_package(Threads REQUIRED)
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+
+set(BLA_VENDOR OpenBLAS)
+find_package(BLAS REQUIRED)
+find_path(MOE_CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas-pthread openblas REQUIRED)
+add_library(moe_openblas INTERFACE)
+target_link_libraries(moe_openblas INTERFACE ${BLAS_LIBRARIES})
+target_include_directories(moe_openblas INTERFACE ${MOE_CBLAS_INCLUDE_DIR})
+
+if(MOE_BUILD_TESTS)
+  find_package(GTest CONFIG REQUIRED)
+endif()
+if(MOE_BUILD_BENCH OR MOE_BUILD_TESTS)
+  find_package(benchmark CONFIG REQUIRED)
+endif()

@@ -1,0 +1,55 @@
+// The CPU backend: weights stay where the loader put them (host memory, checkpoint dtype);
+// each prepared layer owns its scratch workspace.
+#include <cblas.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "moe/common/status_macros.h"
+#include "moe/kernels/cpu_moe.h"
+#include "server/engine/moe_backend.h"
+
+namespace moe::engine {
+namespace {
+
+class CpuMoELayer final : public PreparedMoELayer {
+ public:
+  CpuMoELayer(const kernels::MoELayerWeightsView& weights, const kernels::RouterConfig& router)
+      : weights_(weights), router_(router) {}
+
+  absl::Status Forward(const float* input, int64_t num_tokens,
+                       const kernels::MoELayerOutputs& outputs) override {
+    return kernels::MoEForwardCpu(weights_, router_, input, num_tokens, outputs, &workspace_);
+  }
+  const kernels::MoELayerWeightsView& host_weights() const override { return weights_; }
+  const kernels::RouterConfig& router() const override { return router_; }
+
+ private:
+  kernels::MoELayerWeightsView weights_;
+  kernels::RouterConfig router_;
+  kernels::CpuMoEWorkspace workspace_;
+};
+
+class CpuBackend final : public MoEBackend {
+ public:
+  BackendKind kind() const override { return BackendKind::kCpu; }
+
+  std::string device_description() const override {
+    return absl::StrCat("cpu (", openblas_get_num_threads(), " BLAS threads, ",
+                        openblas_get_config(), ")");
+  }
+
+  absl::StatusOr<std::unique_ptr<PreparedMoELayer>> PrepareLayer(
+      const kernels::MoELayerWeightsView& host_weights,
+      const kernels::RouterConfig& router) override {
+    MOE_RETURN_IF_ERROR(kernels::ValidateMoELayer(host_weights, router));
+    return std::make_unique<CpuMoELayer>(host_weights, router);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<MoEBackend> CreateCpuBackend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace moe::engine

@@ -75,7 +75,7 @@ absl::Status ValidateMoEForward(const MoELayerWeightsView& w, const RouterConfig
     return absl::InvalidArgumentError(
         absl::StrCat("MoE forward: token count ", num_tokens, " outside [0, ", kMaxTokens, "]"));
   }
-  if (outputs.output == nullptr) {
+  if (num_tokens > 0 && outputs.output == nullptr) {
     return absl::InvalidArgumentError("MoE forward: output buffer is required");
   }
   return absl::OkStatus();

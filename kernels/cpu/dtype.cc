@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cctype>
+#include <cstddef>
 #include <string>
 
 namespace moe::kernels {
@@ -118,14 +119,23 @@ bool WidenToFloat(DType dtype, const void* src, float* dst, size_t count) {
     case DType::kF32:
       std::memcpy(dst, src, count * sizeof(float));
       return true;
+    // Checkpoint data carries no alignment guarantee: load each element with memcpy.
     case DType::kBF16: {
-      const auto* in = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < count; ++i) dst[i] = BF16ToFloat(in[i]);
+      const auto* in = static_cast<const std::byte*>(src);
+      for (size_t i = 0; i < count; ++i) {
+        uint16_t bits;
+        std::memcpy(&bits, in + 2 * i, sizeof(bits));
+        dst[i] = BF16ToFloat(bits);
+      }
       return true;
     }
     case DType::kF16: {
-      const auto* in = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < count; ++i) dst[i] = HalfToFloat(in[i]);
+      const auto* in = static_cast<const std::byte*>(src);
+      for (size_t i = 0; i < count; ++i) {
+        uint16_t bits;
+        std::memcpy(&bits, in + 2 * i, sizeof(bits));
+        dst[i] = HalfToFloat(bits);
+      }
       return true;
     }
     default:

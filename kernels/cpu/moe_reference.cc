@@ -99,10 +99,19 @@ absl::Status MoEForwardReference(const MoELayerWeightsView& w, const RouterConfi
     if (router.scoring == ScoringFunc::kSoftmax) {
       double max_logit = -INFINITY;
       for (double l : logits) max_logit = l > max_logit ? l : max_logit;
-      double total = 0.0;
-      for (int64_t e = 0; e < num_experts; ++e)
-        total += scores[e] = std::exp(logits[e] - max_logit);
-      for (double& s : scores) s /= total;
+      if (max_logit == INFINITY) {
+        int64_t infinite = 0;
+        for (double l : logits) infinite += l == INFINITY ? 1 : 0;
+        for (int64_t e = 0; e < num_experts; ++e) {
+          scores[e] = logits[e] == INFINITY ? 1.0 / static_cast<double>(infinite) : 0.0;
+        }
+      } else {
+        double total = 0.0;
+        for (int64_t e = 0; e < num_experts; ++e) {
+          total += scores[e] = std::exp(logits[e] - max_logit);
+        }
+        for (double& s : scores) s /= total;
+      }
     } else {
       for (int64_t e = 0; e < num_experts; ++e) scores[e] = 1.0 / (1.0 + std::exp(-logits[e]));
     }

@@ -34,12 +34,21 @@ void RouteOneToken(const float* logits, const float* bias, int64_t num_experts,
     for (int64_t e = 0; e < num_experts; ++e) {
       if (logits[e] > max_logit) max_logit = logits[e];
     }
-    float sum = 0.0f;
-    for (int64_t e = 0; e < num_experts; ++e) {
-      scores[e] = std::exp(logits[e] - max_logit);
-      sum += scores[e];
+    if (max_logit == INFINITY) {
+      // exp(inf - inf) is NaN; the limit of softmax gives the +inf experts equal shares.
+      int64_t infinite = 0;
+      for (int64_t e = 0; e < num_experts; ++e) infinite += logits[e] == INFINITY ? 1 : 0;
+      for (int64_t e = 0; e < num_experts; ++e) {
+        scores[e] = logits[e] == INFINITY ? 1.0f / static_cast<float>(infinite) : 0.0f;
+      }
+    } else {
+      float sum = 0.0f;
+      for (int64_t e = 0; e < num_experts; ++e) {
+        scores[e] = std::exp(logits[e] - max_logit);
+        sum += scores[e];
+      }
+      for (int64_t e = 0; e < num_experts; ++e) scores[e] /= sum;
     }
-    for (int64_t e = 0; e < num_experts; ++e) scores[e] /= sum;
   } else {
     for (int64_t e = 0; e < num_experts; ++e) scores[e] = 1.0f / (1.0f + std::exp(-logits[e]));
   }

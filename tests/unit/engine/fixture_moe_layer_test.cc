@@ -2,6 +2,7 @@
 // project's loader and the engine's CPU backend, and compares against outputs an independent
 // float64 implementation computed: router logits and MoE output within relative L2 1e-4,
 // top-k ids exactly.
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -122,6 +123,9 @@ TEST_P(FixtureMoELayerTest, EveryMoELayerMatchesReference) {
           testing::RelativeL2(output.data(), want_output.data(), output.size());
       EXPECT_LT(output_error, kFp32Tolerance)
           << "MoE output relative L2 " << output_error << " (tolerance " << kFp32Tolerance << ")";
+      std::printf("%s layer %lld: router logits %.2e, weights %.2e, output %.2e (rel L2)\n",
+                  seq.c_str(), static_cast<long long>(layer.layer_index()), logits_error,
+                  weights_error, output_error);
       int64_t routed = 0;
       for (int64_t c : counts) routed += c;
       EXPECT_EQ(routed, tokens * k) << "per-expert token counts must add up to T*k";

@@ -41,6 +41,8 @@ absl::Status MoEForwardReference(const MoELayerWeightsView& weights, const Route
 
 // Naive fast-ish baseline for benchmarks: per expert, gather its tokens and run BLAS on them
 // one expert at a time without fusing gate/up (what a straightforward framework loop does).
+// Covers what the benchmark measures: gated experts (SwiGLU, GeGLU) without capacity limit,
+// expert biases or shared expert; anything else is UNIMPLEMENTED.
 absl::Status MoEForwardNaiveLoopCpu(const MoELayerWeightsView& weights, const RouterConfig& router,
                                     const float* input, int64_t num_tokens,
                                     const MoELayerOutputs& outputs, CpuMoEWorkspace* workspace);

@@ -9,12 +9,16 @@
 
 namespace moe::kernels {
 
-// From logits [T, E] to ids/weights [T, k]. Selection order is by descending selection score
-// (score + bias when a bias is given), exact ties going to the lower expert index. NaN scores
-// rank below every number (as -inf does, and below it), so ids are always distinct and in
-// [0, E) whatever the logits hold. Weights are the (unbiased) scores of the chosen experts,
-// renormalised over the k when `router.renormalize`, times `routed_scaling_factor`.
-// Deterministic and independent of the other rows.
+// From logits [T, E] to ids/weights [T, k]. Selection order is by descending selection score,
+// exact ties going to the lower expert index. The selection score is the sigmoid score (+ bias)
+// for sigmoid routers and the softmax score + bias when a bias is given; for softmax without a
+// bias it is the logit itself (softmax is monotonic, so the same experts are chosen, and two
+// logits whose probabilities round to the same float still rank by their exact values). NaN
+// ranks below every number (below -inf too), so ids are always distinct and in [0, E) whatever
+// the logits hold. Weights are the (unbiased) scores of the chosen experts, renormalised over
+// the k when `router.renormalize`, times `routed_scaling_factor`. Softmax rows holding +inf
+// take the limit: the +inf experts share probability 1, the others get 0. Deterministic and
+// independent of the other rows.
 void RouteTopKCpu(const float* logits, const float* bias, int64_t num_tokens, int64_t num_experts,
                   const RouterConfig& router, int32_t* topk_ids, float* topk_weights);
 

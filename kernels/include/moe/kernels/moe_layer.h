@@ -81,7 +81,8 @@ struct MoELayerWeightsView {
   }
 };
 
-// Where one forward pass writes. `output` is required; every other pointer may be null.
+// Where one forward pass writes. `output` is required when T > 0; every other pointer may be
+// null.
 // Host pointers for the CPU backend.
 struct MoELayerOutputs {
   float* output = nullptr;                 // [T, d]  the MoE block's output (no residual add)

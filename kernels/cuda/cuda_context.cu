@@ -88,13 +88,13 @@ void StreamArena::Release() {
 
 absl::Status StreamArena::Reserve(size_t bytes, cudaStream_t stream) {
   if (bytes <= capacity_ && stream == stream_) return absl::OkStatus();
+  // Grow by at least 1/4 so that slowly rising batch sizes do not reallocate every call.
+  const size_t grown = std::max(bytes, capacity_ + capacity_ / 4);
   if (data_ != nullptr) {
     MOE_CUDA_RETURN_IF_ERROR(cudaFreeAsync(data_, stream_));
     data_ = nullptr;
     capacity_ = 0;
   }
-  // Grow by at least 1/4 so that slowly rising batch sizes do not reallocate every call.
-  const size_t grown = std::max(bytes, capacity_ + capacity_ / 4);
   void* data = nullptr;
   MOE_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&data, std::max<size_t>(grown, 256), stream));
   data_ = static_cast<char*>(data);

@@ -57,7 +57,9 @@ absl::Status CheckForwardArgs(const RouterConfig& router, const void* input, int
                                                    " tokens x top_k ", router.top_k,
                                                    " assignments exceed 2^31-1; split the batch"));
   }
-  if (output == nullptr) return absl::InvalidArgumentError("MoE forward: output is required");
+  if (num_tokens > 0 && output == nullptr) {
+    return absl::InvalidArgumentError("MoE forward: output is required");
+  }
   if (num_tokens > 0 && input == nullptr) {
     return absl::InvalidArgumentError("MoE forward: input is null");
   }
@@ -135,6 +137,7 @@ struct CudaMoELayer::Impl {
 
   cuda_internal::ExpertGemmRunner gemm_runner;
   std::vector<GemmProblem> gemm_in, gemm_out;
+  CudaExpertGemm last_expert_gemm = CudaExpertGemm::kGrouped;
 
   absl::Status Run(const void* x, int64_t num_tokens, const CudaMoEOutputs& outputs,
                    ExpertPath path);
@@ -216,6 +219,10 @@ const RouterConfig& CudaMoELayer::router() const { return impl_->router; }
 DType CudaMoELayer::compute_dtype() const { return impl_->compute; }
 int64_t CudaMoELayer::weight_bytes() const { return impl_->weight_bytes; }
 CudaContext& CudaMoELayer::context() { return *impl_->context; }
+CudaExpertGemm CudaMoELayer::last_expert_gemm() const { return impl_->last_expert_gemm; }
+bool CudaMoELayer::grouped_gemm_unsupported() const {
+  return impl_->gemm_runner.grouped_unsupported();
+}
 
 absl::Status CudaMoELayer::Forward(const void* x, int64_t num_tokens, const CudaMoEOutputs& outputs,
                                    const CudaForwardOptions& options) {
@@ -400,6 +407,9 @@ absl::Status CudaMoELayer::Impl::Run(const void* x, int64_t num_tokens,
     }
     MOE_RETURN_IF_ERROR(
         gemm_runner.Run(ctx.cublas, compute, gemm_in, device_pointers, pointer_stride, mode));
+    last_expert_gemm = mode == CudaExpertGemm::kGrouped && !gemm_runner.grouped_unsupported()
+                           ? CudaExpertGemm::kGrouped
+                           : CudaExpertGemm::kPerExpert;
 
     cuda_internal::ActivationParams activation;
     activation.dtype = compute;

@@ -44,6 +44,9 @@ class ExpertGemmRunner {
   absl::Status Run(cublasHandle_t cublas, DType dtype, const std::vector<GemmProblem>& problems,
                    const void* const* device_pointers, int64_t stride, CudaExpertGemm mode);
 
+  // Whether the grouped call was found unsupported (every kGrouped request now runs per problem).
+  bool grouped_unsupported() const { return grouped_unsupported_; }
+
  private:
   std::vector<cublasOperation_t> trans_a_, trans_b_;
   std::vector<int> m_, n_, k_, lda_, ldb_, ldc_, group_size_;

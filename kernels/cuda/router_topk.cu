@@ -50,18 +50,32 @@ __global__ void RouterTopKKernel(RouterTopKParams p) {
     const float* logits = p.logits + t * num_experts;  // [E]
     float max_logit = -INFINITY;
     float sum = 0.0f;
+    // > 0 when the row holds +inf logits: the softmax limit gives each of them this share and
+    // every other expert 0 (exp(inf - inf) would be NaN), as on the CPU.
+    float infinite_share = 0.0f;
     if (softmax) {
       for (int e = lane; e < num_experts; e += kWarp) max_logit = fmaxf(max_logit, logits[e]);
       for (int offset = kWarp / 2; offset > 0; offset /= 2) {
         max_logit = fmaxf(max_logit, __shfl_xor_sync(0xffffffffu, max_logit, offset));
       }
-      for (int e = lane; e < num_experts; e += kWarp) sum += expf(logits[e] - max_logit);
-      for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-        sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+      if (max_logit == INFINITY) {  // warp-uniform: every lane holds the reduced maximum
+        int infinite = 0;
+        for (int e = lane; e < num_experts; e += kWarp) infinite += logits[e] == INFINITY ? 1 : 0;
+        for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+          infinite += __shfl_xor_sync(0xffffffffu, infinite, offset);
+        }
+        infinite_share = 1.0f / static_cast<float>(infinite);
+      } else {
+        for (int e = lane; e < num_experts; e += kWarp) sum += expf(logits[e] - max_logit);
+        for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+          sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        }
       }
     }
     auto score = [&](int e) -> float {
-      return softmax ? expf(logits[e] - max_logit) / sum : 1.0f / (1.0f + expf(-logits[e]));
+      if (!softmax) return 1.0f / (1.0f + expf(-logits[e]));
+      if (infinite_share > 0.0f) return logits[e] == INFINITY ? infinite_share : 0.0f;
+      return expf(logits[e] - max_logit) / sum;
     };
     for (int e = lane; e < num_experts; e += kWarp) {
       keys[e] = rank_by_logit ? logits[e] : score(e) + (p.bias != nullptr ? p.bias[e] : 0.0f);

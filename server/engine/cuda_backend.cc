@@ -10,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "moe/common/status_macros.h"
 #include "moe/kernels/cuda_moe.h"
+#include "server/common/logging.h"
 #include "server/engine/moe_backend.h"
 
 namespace moe::engine {
@@ -42,7 +43,14 @@ class CudaPreparedLayer : public PreparedMoELayer {
   absl::Status Forward(const float* input, int64_t num_tokens,
                        const kernels::MoELayerOutputs& outputs) override {
     absl::MutexLock lock(&shared_->mu);
-    return layer_->ForwardHost(input, num_tokens, outputs);
+    MOE_RETURN_IF_ERROR(layer_->ForwardHost(input, num_tokens, outputs));
+    if (!fallback_logged_ && layer_->grouped_gemm_unsupported()) {
+      fallback_logged_ = true;
+      common::LogWarning("cuda_grouped_gemm_fallback",
+                         {{"path", "per_expert"},
+                          {"reason", "cuBLAS reports cublasGemmGroupedBatchedEx unsupported"}});
+    }
+    return absl::OkStatus();
   }
 
   // The caller's host view (the device copy is private); its pointers are valid as long as the
@@ -55,6 +63,7 @@ class CudaPreparedLayer : public PreparedMoELayer {
   std::unique_ptr<kernels::CudaMoELayer> layer_;
   kernels::MoELayerWeightsView host_weights_;
   kernels::RouterConfig router_;
+  bool fallback_logged_ = false;
 };
 
 class CudaBackend : public MoEBackend {

@@ -16,7 +16,9 @@
 #   --repeats N       timed runs per benchmark case (default 20)
 #   --dtypes LIST     compute dtypes to benchmark (default bf16; e.g. bf16,f16)
 #   --no-bench        build and test only
-# Logs of every step go to <build-dir>/check-logs/.
+# Logs of every step go to <build-dir>/check-logs/. Where nvidia-smi lists a GPU, a GPU test
+# that finds no usable CUDA device fails instead of skipping (MOE_REQUIRE_CUDA=1; run with
+# MOE_REQUIRE_CUDA=0 to allow the skips).
 set -uo pipefail
 script="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../.."
@@ -89,6 +91,13 @@ device="unknown (nvidia-smi not found)"
 if command -v nvidia-smi >/dev/null; then
   device=$(nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total \
     --format=csv,noheader 2>&1 | head -n 1)
+fi
+
+# Where nvidia-smi lists a GPU the tests must run: a test binary that finds no usable device
+# (a driver older than the CUDA runtime, say) then fails instead of skipping.
+if [[ -z ${MOE_REQUIRE_CUDA:-} ]] && command -v nvidia-smi >/dev/null &&
+   nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+  export MOE_REQUIRE_CUDA=1
 fi
 
 # ---- Dependencies from .deb files. Without --deps, fall back to build-gpu-deps/debs (where

@@ -187,6 +187,7 @@ void ExpectMatchesCpu(const HostLayer& layer, const HostResults& reference, cons
   }
   const std::vector<float> got = KeepRows(gpu.output, spec.hidden, decisive);
   const std::vector<float> want = KeepRows(reference.output, spec.hidden, decisive);
+  ASSERT_FALSE(got.empty()) << "no decisive token left to compare the output on";
   const double error = RelativeL2(got.data(), want.data(), got.size());
   EXPECT_LE(error, tolerance) << "output relative L2 " << error << " > " << tolerance << " ("
                               << DTypeName(spec.compute) << ", " << undecided
@@ -216,6 +217,10 @@ TEST_P(LayerMatchesCpuTest, EveryOpAndOutputMatchCpu) {
     options.expert_gemm = mode;
     ASSERT_THAT((*device_layer)->ForwardHost(x.data(), spec.num_tokens, gpu.Outputs(), options),
                 IsOk());
+    // A grouped request that silently ran per expert would test the per-expert path twice.
+    EXPECT_FALSE((*device_layer)->grouped_gemm_unsupported())
+        << "cuBLAS reported cublasGemmGroupedBatchedEx unsupported; the grouped path fell back";
+    EXPECT_TRUE((*device_layer)->last_expert_gemm() == mode) << "expert GEMM path that ran";
     ExpectMatchesCpu(*layer, reference, gpu,
                      mode == CudaExpertGemm::kGrouped ? "grouped GEMM" : "per-expert GEMM");
   }
@@ -423,6 +428,51 @@ TEST_F(CudaMoELayerTest, NanInputStillRoutesToDistinctExperts) {
             spec.num_tokens * spec.top_k);
 }
 
+TEST_F(CudaMoELayerTest, InfiniteLogitsShareProbabilityLikeCpu) {
+  // One huge input component (2^126, exact in bf16) times router weights of 4 overflows to +inf
+  // for experts 2 and 5 and stays finite (+-2^125) for the others: softmax takes the limit,
+  // experts 2 and 5 get 1/2 each and every other expert 0, as RouteTopKCpu does. The expert
+  // outputs overflow too and are not checked.
+  for (bool router_bias : {false, true}) {
+    LayerSpec spec = Spec(1, 40, 24, 8, 3);
+    spec.router_bias = router_bias;
+    const uint64_t seed = testing::FreshSeed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " " + spec.ToString());
+    std::mt19937_64 rng(seed);
+    auto layer = MakeLayer(spec, rng);
+    const int64_t d = spec.hidden, e_count = spec.num_experts;
+    const int k = spec.top_k;
+    for (int64_t e = 0; e < e_count; ++e) {
+      layer->router_weight[e * d] = e == 2 || e == 5 ? 4.0f : (e % 2 == 0 ? 0.5f : -0.5f);
+    }
+    std::vector<float> x(d, 0.0f);
+    x[0] = std::ldexp(1.0f, 126);
+    auto device_layer = Upload(*context_, *layer);
+    ASSERT_THAT(device_layer, IsOk());
+    HostResults gpu(*layer, spec.num_tokens);
+    ASSERT_THAT((*device_layer)->ForwardHost(x.data(), spec.num_tokens, gpu.Outputs()), IsOk());
+    for (int64_t e = 0; e < e_count; ++e) {
+      if (e == 2 || e == 5) {
+        ASSERT_EQ(gpu.logits[e], INFINITY) << "expert " << e;
+      } else {
+        ASSERT_TRUE(std::isfinite(gpu.logits[e])) << "expert " << e;
+      }
+    }
+    std::vector<int32_t> cpu_ids(k);
+    std::vector<float> cpu_weights(k);
+    RouteTopKCpu(gpu.logits.data(), layer->view.router_bias, 1, e_count, layer->router,
+                 cpu_ids.data(), cpu_weights.data());
+    if (!router_bias) {
+      EXPECT_THAT(cpu_ids, ::testing::ElementsAre(2, 5, 0));
+      EXPECT_THAT(cpu_weights, ::testing::ElementsAre(0.5f, 0.5f, 0.0f));
+    }
+    for (int s = 0; s < k; ++s) {
+      EXPECT_EQ(gpu.ids[s], cpu_ids[s]) << "slot " << s;
+      EXPECT_EQ(gpu.weights[s], cpu_weights[s]) << "slot " << s;
+    }
+  }
+}
+
 TEST_F(CudaMoELayerTest, TwentyRunsAreBitIdentical) {
   LayerSpec spec = Spec(256, 136, 72, 60, 4);
   spec.shared_ffn = 64;
@@ -552,6 +602,8 @@ TEST_F(CudaMoELayerTest, NaiveLoopAndPerExpertAgreeWithGrouped) {
     };
     std::vector<float> grouped, per_expert, naive;
     ASSERT_THAT(run(0, &grouped), IsOk());
+    EXPECT_TRUE((*device_layer)->last_expert_gemm() == CudaExpertGemm::kGrouped)
+        << "the grouped GEMM fell back to per-expert GEMMs";
     ASSERT_THAT(run(1, &per_expert), IsOk());
     ASSERT_THAT(run(2, &naive), IsOk());
     ASSERT_TRUE(AllFinite(grouped));

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <ostream>
 #include <random>
@@ -20,13 +21,26 @@
 
 namespace moe::kernels::gpu_testing {
 
-// Skips the current test, saying why, when no CUDA device is usable.
-#define MOE_SKIP_WITHOUT_CUDA()                                   \
-  do {                                                            \
-    std::string moe_why_no_cuda;                                  \
-    if (::moe::kernels::CudaDeviceCount(&moe_why_no_cuda) == 0) { \
-      GTEST_SKIP() << "no CUDA device: " << moe_why_no_cuda;      \
-    }                                                             \
+// Whether a missing device fails the test instead of skipping it: MOE_REQUIRE_CUDA set to
+// anything but "" or "0". check.sh sets it where nvidia-smi lists a GPU, so that a runtime that
+// cannot use the device (a driver older than the CUDA runtime, say) fails the run rather than
+// skipping every test.
+inline bool CudaRequired() {
+  const char* value = std::getenv("MOE_REQUIRE_CUDA");
+  return value != nullptr && value[0] != '\0' && std::string(value) != "0";
+}
+
+// Skips the current test, saying why, when no CUDA device is usable (fails under
+// MOE_REQUIRE_CUDA).
+#define MOE_SKIP_WITHOUT_CUDA()                                                           \
+  do {                                                                                    \
+    std::string moe_why_no_cuda;                                                          \
+    if (::moe::kernels::CudaDeviceCount(&moe_why_no_cuda) == 0) {                         \
+      if (::moe::kernels::gpu_testing::CudaRequired()) {                                  \
+        FAIL() << "no CUDA device although MOE_REQUIRE_CUDA is set: " << moe_why_no_cuda; \
+      }                                                                                   \
+      GTEST_SKIP() << "no CUDA device: " << moe_why_no_cuda;                              \
+    }                                                                                     \
   } while (0)
 
 // A fixture whose SetUp skips without a device and otherwise creates a context on device 0.

@@ -181,7 +181,9 @@ struct CudaLayerOptions {
 };
 
 enum class CudaExpertGemm : uint8_t {
-  kGrouped,    // one cublasGemmGroupedBatchedEx per projection over every active expert
+  // One cublasGemmGroupedBatchedEx per projection over every active expert. Where cuBLAS reports
+  // it unsupported, the layer falls back to kPerExpert (see CudaMoELayer::last_expert_gemm).
+  kGrouped,
   kPerExpert,  // one cublasGemmEx per active expert and projection (gate|up still fused)
 };
 
@@ -190,7 +192,7 @@ struct CudaForwardOptions {
 };
 
 // Where a device forward pass writes. Device pointers unless named host_*; only `output` is
-// required.
+// required, and only when T > 0 (as MoELayerOutputs).
 struct CudaMoEOutputs {
   void* output = nullptr;                  // [T, d]  compute dtype (no residual add)
   float* router_logits = nullptr;          // [T, E]
@@ -240,6 +242,13 @@ class CudaMoELayer {
   DType compute_dtype() const;
   // Device memory the weights occupy.
   int64_t weight_bytes() const;
+  // The expert-GEMM path the last Forward / ForwardHost with tokens actually ran: kGrouped, or
+  // kPerExpert when that was asked for or when the grouped GEMM fell back (kGrouped before the
+  // first such call). Benchmarks report it next to their timings.
+  CudaExpertGemm last_expert_gemm() const;
+  // Whether cuBLAS reported the grouped GEMM unsupported here; from then on this layer's
+  // kGrouped requests run per expert.
+  bool grouped_gemm_unsupported() const;
   CudaContext& context();
 
   struct Impl;  // defined in kernels/cuda/cuda_moe_layer.cu

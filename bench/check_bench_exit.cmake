@@ -1,0 +1,12 @@
+# Runs moe-bench (MOE_BENCH, arguments MOE_BENCH_ARGS) and fails unless it exits with
+# EXPECTED_EXIT and says why on stderr.
+execute_process(COMMAND ${MOE_BENCH} ${MOE_BENCH_ARGS}
+  RESULT_VARIABLE exit_code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT exit_code STREQUAL "${EXPECTED_EXIT}")
+  message(FATAL_ERROR
+    "moe-bench exited '${exit_code}', expected ${EXPECTED_EXIT}\nstdout: ${out}\nstderr: ${err}")
+endif()
+if(err STREQUAL "")
+  message(FATAL_ERROR "moe-bench exited ${exit_code} without a message on stderr")
+endif()
+message(STATUS "moe-bench exited ${exit_code} as expected: ${err}")

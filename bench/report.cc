@@ -1,0 +1,172 @@
+#include "bench/report.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "bench/host_layer.h"
+#include "moe/kernels/moe_layer.h"
+
+namespace moe::bench {
+namespace {
+
+constexpr char kCopyConvention[] =
+    "copy bandwidth counts bytes read + bytes written (STREAM Copy convention); weight GB/s "
+    "counts only bytes read";
+
+}  // namespace
+
+std::string DTypeLabel(kernels::DType dtype) {
+  return absl::AsciiStrToLower(std::string(kernels::DTypeName(dtype)));
+}
+
+Ceilings BestCeilings(const Ceilings& before, const Ceilings& after) {
+  Ceilings best;
+  best.dense_gemm_tflops = std::max(before.dense_gemm_tflops, after.dense_gemm_tflops);
+  best.copy_gbps = std::max(before.copy_gbps, after.copy_gbps);
+  best.dense_gemm_method = absl::StrCat(before.dense_gemm_method,
+                                        "; best of the measurements before and after the cases");
+  best.copy_method =
+      absl::StrCat(before.copy_method, "; best of the measurements before and after the cases");
+  best.dense_gemm_tflops_each = {before.dense_gemm_tflops, after.dense_gemm_tflops};
+  best.copy_gbps_each = {before.copy_gbps, after.copy_gbps};
+  return best;
+}
+
+double CeilingSpread(const Ceilings& ceilings) {
+  double spread = 0.0;
+  for (const std::vector<double>* each :
+       {&ceilings.dense_gemm_tflops_each, &ceilings.copy_gbps_each}) {
+    if (each->empty()) continue;
+    const auto [low, high] = std::minmax_element(each->begin(), each->end());
+    if (*high > 0) spread = std::max(spread, 1.0 - *low / *high);
+  }
+  return spread;
+}
+
+void Derive(CaseReport& r) {
+  kernels::MoELayerWeightsView view;
+  view.hidden_size = r.shape.hidden;
+  view.ffn_size = r.shape.ffn;
+  view.num_experts = r.shape.experts;
+  view.activation = kernels::Activation::kSwiGLU;
+  r.flops = kernels::MoEForwardFlops(view, r.tokens, r.shape.top_k);
+  r.active_experts = 0;
+  for (int64_t count : r.result.expert_token_counts) r.active_experts += count > 0 ? 1 : 0;
+  r.weight_bytes_read =
+      RouterWeightBytes(r.shape) + r.active_experts * ExpertWeightBytes(r.shape, r.dtype);
+  const double seconds = r.result.fast.median_ms * 1e-3;
+  r.tflops = seconds > 0 ? r.flops / seconds / 1e12 : 0.0;
+  r.weight_gbps = seconds > 0 ? static_cast<double>(r.weight_bytes_read) / seconds / 1e9 : 0.0;
+  r.dense_gemm_fraction =
+      r.ceilings.dense_gemm_tflops > 0 ? r.tflops / r.ceilings.dense_gemm_tflops : 0.0;
+  r.copy_bw_fraction = r.ceilings.copy_gbps > 0 ? r.weight_gbps / r.ceilings.copy_gbps : 0.0;
+  if (r.result.naive.has_value() && r.result.fast.median_ms > 0) {
+    r.speedup_vs_naive = r.result.naive->median_ms / r.result.fast.median_ms;
+  } else {
+    r.speedup_vs_naive.reset();
+  }
+}
+
+std::string TableHeader(const std::string& backend, const std::string& device,
+                        const Ceilings& ceilings, const RunOptions& run,
+                        std::optional<double> host_load_average) {
+  const std::string load =
+      host_load_average.has_value() ? absl::StrFormat("%.2f", *host_load_average) : "unknown";
+  const double spread = CeilingSpread(ceilings);
+  const std::string warning =
+      spread > kNoisyCeilingSpread
+          ? absl::StrFormat(
+                "WARNING: a ceiling moved by %.0f%% between its measurements before and after "
+                "the cases: other work shared the machine, every figure below is suspect.\n",
+                100.0 * spread)
+          : "";
+  return absl::StrFormat(
+      "%smoe-bench: backend %s on %s; host load average (1 min) at start %s\n"
+      "dense GEMM ceiling: %.3f TFLOP/s, measured %s (%s)\n"
+      "copy ceiling:       %.1f GB/s, measured %s (%s)\n"
+      "times: median and min of %d runs after %d warm-up; seed %d; %s.\n"
+      "%%gemm = TFLOP/s / dense GEMM ceiling; %%copy = weight GB/s / copy ceiling; weight GB/s = "
+      "bytes of the router + experts given >= 1 token, per median time.\n",
+      warning, backend, device, load, ceilings.dense_gemm_tflops,
+      absl::StrJoin(ceilings.dense_gemm_tflops_each, " and ",
+                    [](std::string* out, double v) { absl::StrAppendFormat(out, "%.3f", v); }),
+      ceilings.dense_gemm_method, ceilings.copy_gbps,
+      absl::StrJoin(ceilings.copy_gbps_each, " and ",
+                    [](std::string* out, double v) { absl::StrAppendFormat(out, "%.1f", v); }),
+      ceilings.copy_method, run.repeats, run.warmup, run.seed, kCopyConvention);
+}
+
+std::string TableColumns() {
+  return absl::StrFormat("%-14s %5s %5s %10s %10s %8s %8s %6s %6s %4s %10s %7s", "shape", "T",
+                         "dtype", "median_ms", "min_ms", "TFLOP/s", "wt_GB/s", "%gemm", "%copy",
+                         "act", "naive_ms", "speedup");
+}
+
+std::string TableRow(const CaseReport& r) {
+  std::string naive_ms = "-";
+  std::string speedup = "-";
+  if (r.result.naive.has_value() && r.speedup_vs_naive.has_value()) {
+    naive_ms = absl::StrFormat("%.3f", r.result.naive->median_ms);
+    speedup = absl::StrFormat("%.2fx", *r.speedup_vs_naive);
+  }
+  return absl::StrFormat("%-14s %5d %5s %10.3f %10.3f %8.4f %8.2f %5.1f%% %5.1f%% %4d %10s %7s",
+                         r.shape.name, r.tokens, DTypeLabel(r.dtype), r.result.fast.median_ms,
+                         r.result.fast.min_ms, r.tflops, r.weight_gbps,
+                         100.0 * r.dense_gemm_fraction, 100.0 * r.copy_bw_fraction,
+                         r.active_experts, naive_ms, speedup);
+}
+
+nlohmann::json ToJson(const CaseReport& r) {
+  nlohmann::json j;
+  j["backend"] = r.backend;
+  j["device"] = r.device;
+  j["shape"] = r.shape.name;
+  j["hidden"] = r.shape.hidden;
+  j["ffn"] = r.shape.ffn;
+  j["experts"] = r.shape.experts;
+  j["top_k"] = r.shape.top_k;
+  j["tokens"] = r.tokens;
+  j["dtype"] = DTypeLabel(r.dtype);
+  j["activation"] = "swiglu";
+  j["warmup"] = r.run.warmup;
+  j["repeats"] = r.run.repeats;
+  j["seed"] = r.run.seed;
+  j["median_ms"] = r.result.fast.median_ms;
+  j["min_ms"] = r.result.fast.min_ms;
+  j["flops"] = r.flops;
+  j["tflops"] = r.tflops;
+  j["active_experts"] = r.active_experts;
+  j["weight_bytes_read"] = r.weight_bytes_read;
+  j["weight_gbps"] = r.weight_gbps;
+  j["dense_gemm_tflops"] = r.ceilings.dense_gemm_tflops;
+  j["dense_gemm_method"] = r.ceilings.dense_gemm_method;
+  j["copy_bw_gbps"] = r.ceilings.copy_gbps;
+  j["copy_bw_method"] = r.ceilings.copy_method;
+  j["dense_gemm_tflops_each"] = r.ceilings.dense_gemm_tflops_each;
+  j["copy_bw_gbps_each"] = r.ceilings.copy_gbps_each;
+  j["ceiling_spread"] = CeilingSpread(r.ceilings);
+  j["host_was_busy"] = CeilingSpread(r.ceilings) > kNoisyCeilingSpread;
+  if (r.host_load_average.has_value()) {
+    j["host_load_average_1m"] = *r.host_load_average;
+  } else {
+    j["host_load_average_1m"] = nullptr;
+  }
+  j["dense_gemm_fraction"] = r.dense_gemm_fraction;
+  j["copy_bw_fraction"] = r.copy_bw_fraction;
+  j["expert_token_counts"] = r.result.expert_token_counts;
+  if (r.result.naive.has_value() && r.speedup_vs_naive.has_value()) {
+    j["naive_median_ms"] = r.result.naive->median_ms;
+    j["naive_min_ms"] = r.result.naive->min_ms;
+    j["speedup_vs_naive"] = *r.speedup_vs_naive;
+  } else {
+    j["naive_median_ms"] = nullptr;
+    j["naive_min_ms"] = nullptr;
+    j["speedup_vs_naive"] = nullptr;
+  }
+  return j;
+}
+
+}  // namespace moe::bench

@@ -66,25 +66,64 @@ void WeightGemm(const void* weights, DType dtype, int64_t rows, int64_t cols, co
   }
 }
 
-void ApplyActivation(Activation activation, float* h, int64_t n, int64_t f, int64_t ldh) {
-#pragma omp parallel for schedule(static) if (n * f > 65536)
+void WeightGemmRowsSerial(const void* weights, DType dtype, int64_t row_begin, int64_t row_count,
+                          int64_t cols, const float* bias, const float* x, int64_t ldx, int64_t n,
+                          float* out, int64_t ldo, std::vector<float>* scratch) {
+  if (n == 0 || row_count == 0) return;
+  const size_t elem = DTypeSize(dtype);
+  const void* first_row = static_cast<const char*>(weights) + row_begin * cols * elem;
+  if (dtype == DType::kF32) {
+    F32Gemm(static_cast<const float*>(first_row), row_count, cols, x, ldx, n, out, ldo);
+  } else {
+    if (scratch->size() < static_cast<size_t>(row_count * cols)) {
+      scratch->resize(row_count * cols);
+    }
+    WidenToFloat(dtype, first_row, scratch->data(), static_cast<size_t>(row_count * cols));
+    F32Gemm(scratch->data(), row_count, cols, x, ldx, n, out, ldo);
+  }
+  if (bias != nullptr) {
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t r = 0; r < row_count; ++r) out[i * ldo + r] += bias[row_begin + r];
+    }
+  }
+}
+
+void ApplyActivationColumnsSerial(Activation activation, float* h, int64_t n, int64_t f,
+                                  int64_t ldh, int64_t col_begin, int64_t col_count) {
+  const int64_t end = col_begin + col_count;
   for (int64_t i = 0; i < n; ++i) {
     float* row = h + i * ldh;
     switch (activation) {
       case Activation::kSwiGLU:
-        for (int64_t j = 0; j < f; ++j) row[j] = Silu(row[j]) * row[f + j];
+        for (int64_t j = col_begin; j < end; ++j) row[j] = Silu(row[j]) * row[f + j];
         break;
       case Activation::kGeGLU:
-        for (int64_t j = 0; j < f; ++j) row[j] = GeluTanh(row[j]) * row[f + j];
+        for (int64_t j = col_begin; j < end; ++j) row[j] = GeluTanh(row[j]) * row[f + j];
         break;
       case Activation::kReLU:
-        for (int64_t j = 0; j < f; ++j) row[j] = std::max(row[j], 0.0f);
+        for (int64_t j = col_begin; j < end; ++j) row[j] = std::max(row[j], 0.0f);
         break;
       case Activation::kGELU:
-        for (int64_t j = 0; j < f; ++j) row[j] = GeluErf(row[j]);
+        for (int64_t j = col_begin; j < end; ++j) row[j] = GeluErf(row[j]);
         break;
     }
   }
+}
+
+void ApplyActivation(Activation activation, float* h, int64_t n, int64_t f, int64_t ldh) {
+#pragma omp parallel for schedule(static) if (n * f > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    ApplyActivationColumnsSerial(activation, h + i * ldh, 1, f, ldh, 0, f);
+  }
+}
+
+ScopedSingleThreadedBlas::ScopedSingleThreadedBlas()
+    : previous_threads_(openblas_get_num_threads()) {
+  if (previous_threads_ != 1) openblas_set_num_threads(1);
+}
+
+ScopedSingleThreadedBlas::~ScopedSingleThreadedBlas() {
+  if (previous_threads_ != 1) openblas_set_num_threads(previous_threads_);
 }
 
 }  // namespace moe::kernels::cpu

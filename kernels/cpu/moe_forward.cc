@@ -1,10 +1,16 @@
 // The CPU MoE layer's fast path:
 //   router sgemm -> scores + top-k -> permutation by expert -> gather rows ->
-//   per expert: one fused gate|up GEMM, activation in place, down GEMM -> weighted combine
-//   (+ shared expert).
-// Every expert's weights are read once per call (one GEMM over all of its tokens), which is
-// what makes small batches memory-bound at copy bandwidth and large ones compute-bound in BLAS.
+//   per expert: gate|up GEMM with the activation fused per column chunk, down GEMM ->
+//   weighted combine (+ shared expert).
+//
+// Parallelism: the expert work is cut into (expert, weight-row chunk) tasks that the OpenMP
+// threads take dynamically, each running single-threaded BLAS on its chunk. Every expert's
+// weights are still read once per call, by several cores at once, which is what small batches
+// need (one expert's 8 rows would leave a threaded BLAS call starved of work) and what large
+// ones tolerate (chunks grow with the row count so re-packing activations per chunk stays
+// cheap). One thread pool runs everything: BLAS's own pool is parked for the call.
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -36,32 +42,64 @@ const void* ExpertSlice(const void* base, DType dtype, int64_t expert, int64_t e
          expert * elements * static_cast<int64_t>(DTypeSize(dtype));
 }
 
-// The shared expert runs densely on every token and adds gate(x) * shared(x) to `output`.
-void AddSharedExpert(const MoELayerWeightsView& w, const float* x, int64_t num_tokens,
-                     float* output, CpuMoEWorkspace::Buffers& ws) {
-  const int64_t d = w.hidden_size;
-  const int64_t fs = w.shared_ffn_size;
-  const int64_t in_rows = w.shared_in_rows();
-  float* hidden = Ensure(ws.shared_hidden, num_tokens * in_rows);
-  float* y = Ensure(ws.shared_y, num_tokens * d);
-  cpu::WeightGemm(w.shared_w_in, w.weight_dtype, in_rows, d, nullptr, x, d, num_tokens, hidden,
-                  in_rows, &ws.widen_scratch);
-  cpu::ApplyActivation(w.activation, hidden, num_tokens, fs, in_rows);
-  cpu::WeightGemm(w.shared_w_out, w.weight_dtype, d, fs, nullptr, hidden, in_rows, num_tokens, y, d,
-                  &ws.widen_scratch);
-#pragma omp parallel for schedule(static) if (num_tokens * d > 65536)
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    const float* xt = x + t * d;
-    float gate = 1.0f;
-    if (w.shared_gate != nullptr) {
-      float dot = 0.0f;
-      for (int64_t j = 0; j < d; ++j) dot += xt[j] * w.shared_gate[j];
-      gate = 1.0f / (1.0f + std::exp(-dot));
+// Weight rows per task. Small row counts: ~512 KiB of float32 weights per task, so a chunk
+// (and its packed copy) stays in L2 and there are enough tasks for every core. Many rows: at
+// least 256 weight rows, because BLAS re-packs the [rows, k] activations for every task.
+int64_t RowsPerTask(int64_t token_rows, int64_t k_dim, int64_t total) {
+  int64_t rows = std::max<int64_t>(16, (int64_t{1} << 17) / k_dim);
+  if (token_rows >= 64) rows = std::max<int64_t>(rows, 256);
+  rows = (rows + 15) / 16 * 16;
+  return std::min(rows, total);
+}
+
+// Builds phase-1 (gate|up + activation, chunked over f) and phase-2 (down, chunked over d)
+// tasks for every job with rows.
+void PlanTasks(const std::vector<ExpertJob>& jobs, int64_t d, bool gated,
+               std::vector<ExpertTask>* phase1, std::vector<ExpertTask>* phase2) {
+  phase1->clear();
+  phase2->clear();
+  for (int32_t j = 0; j < static_cast<int32_t>(jobs.size()); ++j) {
+    const ExpertJob& job = jobs[j];
+    if (job.rows == 0) continue;
+    const int64_t chunk1 = RowsPerTask(job.rows, gated ? 2 * d : d, job.ffn);
+    for (int64_t begin = 0; begin < job.ffn; begin += chunk1) {
+      phase1->push_back({j, begin, std::min(chunk1, job.ffn - begin)});
     }
-    float* out = output + t * d;
-    const float* yt = y + t * d;
-    for (int64_t j = 0; j < d; ++j) out[j] += gate * yt[j];
+    const int64_t chunk2 = RowsPerTask(job.rows, job.ffn, d);
+    for (int64_t begin = 0; begin < d; begin += chunk2) {
+      phase2->push_back({j, begin, std::min(chunk2, d - begin)});
+    }
   }
+}
+
+// Gate|up for ffn columns [task.begin, +task.count) of one job, then the activation on them.
+void RunPhase1Task(const MoELayerWeightsView& w, const ExpertJob& job, const ExpertTask& task,
+                   std::vector<float>* scratch) {
+  const int64_t d = w.hidden_size;
+  cpu::WeightGemmRowsSerial(job.w_in, w.weight_dtype, task.begin, task.count, d, job.b_in, job.x, d,
+                            job.rows, job.hidden + task.begin, job.in_rows, scratch);
+  if (IsGated(w.activation)) {
+    cpu::WeightGemmRowsSerial(job.w_in, w.weight_dtype, job.ffn + task.begin, task.count, d,
+                              job.b_in, job.x, d, job.rows, job.hidden + job.ffn + task.begin,
+                              job.in_rows, scratch);
+  }
+  cpu::ApplyActivationColumnsSerial(w.activation, job.hidden, job.rows, job.ffn, job.in_rows,
+                                    task.begin, task.count);
+}
+
+// Down projection for output columns [task.begin, +task.count) of one job.
+void RunPhase2Task(const MoELayerWeightsView& w, const ExpertJob& job, const ExpertTask& task,
+                   std::vector<float>* scratch) {
+  cpu::WeightGemmRowsSerial(job.w_out, w.weight_dtype, task.begin, task.count, job.ffn, job.b_out,
+                            job.hidden, job.in_rows, job.rows, job.y + task.begin, w.hidden_size,
+                            scratch);
+}
+
+float SharedGate(const MoELayerWeightsView& w, const float* x) {
+  if (w.shared_gate == nullptr) return 1.0f;
+  float dot = 0.0f;
+  for (int64_t j = 0; j < w.hidden_size; ++j) dot += x[j] * w.shared_gate[j];
+  return 1.0f / (1.0f + std::exp(-dot));
 }
 
 }  // namespace
@@ -84,18 +122,25 @@ absl::Status MoEForwardCpu(const MoELayerWeightsView& w, const RouterConfig& rou
   }
   CpuMoEWorkspace::Buffers& ws = workspace->buffers();
   const int64_t d = w.hidden_size;
-  const int64_t f = w.ffn_size;
   const int k = router.top_k;
   const int64_t in_rows = w.in_rows();
   const int64_t num_assignments = num_tokens * k;
+  const cpu::ScopedSingleThreadedBlas single_threaded_blas;
 
-  // 1. Router logits [T, E] = x [T, d] * router^T.
+  // 1. Router logits [T, E] = x [T, d] * router^T, in blocks of tokens across threads.
   float* logits = outputs.router_logits != nullptr ? outputs.router_logits
                                                    : Ensure(ws.logits, num_tokens * num_experts);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(num_tokens),
-              static_cast<blasint>(num_experts), static_cast<blasint>(d), 1.0f, input,
-              static_cast<blasint>(d), w.router_weight, static_cast<blasint>(d), 0.0f, logits,
-              static_cast<blasint>(num_experts));
+  constexpr int64_t kRouterBlock = 64;
+  const int64_t router_blocks = (num_tokens + kRouterBlock - 1) / kRouterBlock;
+#pragma omp parallel for schedule(static) if (router_blocks > 1)
+  for (int64_t b = 0; b < router_blocks; ++b) {
+    const int64_t begin = b * kRouterBlock;
+    const int64_t count = std::min(kRouterBlock, num_tokens - begin);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(count),
+                static_cast<blasint>(num_experts), static_cast<blasint>(d), 1.0f, input + begin * d,
+                static_cast<blasint>(d), w.router_weight, static_cast<blasint>(d), 0.0f,
+                logits + begin * num_experts, static_cast<blasint>(num_experts));
+  }
 
   // 2. Scores and top-k.
   int32_t* ids = outputs.topk_ids != nullptr ? outputs.topk_ids : Ensure(ws.ids, num_assignments);
@@ -113,49 +158,79 @@ absl::Status MoEForwardCpu(const MoELayerWeightsView& w, const RouterConfig& rou
   const int64_t* offsets = permutation.expert_offsets;
   const int64_t num_rows = offsets[num_experts];
 
-  // 4. Gather rows in expert order.
+  // 4. One job per expert with tokens (+ the shared expert over every token).
   float* permuted_x = Ensure(ws.permuted_x, num_rows * d);
-#pragma omp parallel for schedule(static) if (num_rows * d > 65536)
-  for (int64_t p = 0; p < num_rows; ++p) {
-    const int64_t token = permutation.permuted_to_assignment[p] / k;
-    std::memcpy(permuted_x + p * d, input + token * d, static_cast<size_t>(d) * sizeof(float));
-  }
-
-  // 5. Experts: fused gate|up GEMM, activation in place, down GEMM straight into permuted_y.
-  int64_t max_rows = 0;
-  for (int64_t e = 0; e < num_experts; ++e)
-    max_rows = std::max(max_rows, offsets[e + 1] - offsets[e]);
-  float* hidden = Ensure(ws.hidden, max_rows * in_rows);
+  float* hidden = Ensure(ws.hidden, num_rows * in_rows);
   float* permuted_y = Ensure(ws.permuted_y, num_rows * d);
+  ws.jobs.clear();
   for (int64_t e = 0; e < num_experts; ++e) {
     const int64_t begin = offsets[e];
     const int64_t rows = offsets[e + 1] - begin;
     if (rows == 0) continue;
-    cpu::WeightGemm(ExpertSlice(w.w_in, w.weight_dtype, e, in_rows * d), w.weight_dtype, in_rows, d,
-                    w.b_in != nullptr ? w.b_in + e * in_rows : nullptr, permuted_x + begin * d, d,
-                    rows, hidden, in_rows, &ws.widen_scratch);
-    cpu::ApplyActivation(w.activation, hidden, rows, f, in_rows);
-    cpu::WeightGemm(ExpertSlice(w.w_out, w.weight_dtype, e, d * f), w.weight_dtype, d, f,
-                    w.b_out != nullptr ? w.b_out + e * d : nullptr, hidden, in_rows, rows,
-                    permuted_y + begin * d, d, &ws.widen_scratch);
+    ws.jobs.push_back({ExpertSlice(w.w_in, w.weight_dtype, e, in_rows * d),
+                       ExpertSlice(w.w_out, w.weight_dtype, e, d * w.ffn_size),
+                       w.b_in != nullptr ? w.b_in + e * in_rows : nullptr,
+                       w.b_out != nullptr ? w.b_out + e * d : nullptr, w.ffn_size, in_rows,
+                       permuted_x + begin * d, rows, hidden + begin * in_rows,
+                       permuted_y + begin * d});
   }
-
-  // 6. Weighted combine in fixed slot order (deterministic), dropped assignments add nothing.
+  float* shared_y = nullptr;
+  if (w.shared_ffn_size > 0) {
+    const int64_t shared_in_rows = w.shared_in_rows();
+    shared_y = Ensure(ws.shared_y, num_tokens * d);
+    ws.jobs.push_back({w.shared_w_in, w.shared_w_out, nullptr, nullptr, w.shared_ffn_size,
+                       shared_in_rows, input, num_tokens,
+                       Ensure(ws.shared_hidden, num_tokens * shared_in_rows), shared_y});
+  }
+  PlanTasks(ws.jobs, d, IsGated(w.activation), &ws.phase1_tasks, &ws.phase2_tasks);
+  const int64_t phase1_count = static_cast<int64_t>(ws.phase1_tasks.size());
+  const int64_t phase2_count = static_cast<int64_t>(ws.phase2_tasks.size());
+  if (ws.thread_scratch.size() < static_cast<size_t>(omp_get_max_threads())) {
+    ws.thread_scratch.resize(omp_get_max_threads());
+  }
   float* output = outputs.output;
-#pragma omp parallel for schedule(static) if (num_tokens * d > 65536)
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    float* out = output + t * d;
-    std::fill_n(out, d, 0.0f);
-    for (int s = 0; s < k; ++s) {
-      const int64_t row = permutation.assignment_to_permuted[t * k + s];
-      if (row < 0) continue;
-      const float weight = weights[t * k + s];
-      const float* y = permuted_y + row * d;
-      for (int64_t j = 0; j < d; ++j) out[j] += weight * y[j];
+
+  // 5. Gather, experts (two phases), combine: one parallel region, barriers between steps.
+  // Tiny layers stay on the calling thread: waking the team costs more than their work.
+  const int64_t expert_macs = (num_rows + (shared_y != nullptr ? num_tokens : 0)) * 3 * d *
+                              std::max(w.ffn_size, w.shared_ffn_size);
+#pragma omp parallel if (expert_macs > (int64_t{1} << 20))
+  {
+    std::vector<float>* scratch = &ws.thread_scratch[omp_get_thread_num()];
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < num_rows; ++p) {
+      const int64_t token = permutation.permuted_to_assignment[p] / k;
+      std::memcpy(permuted_x + p * d, input + token * d, static_cast<size_t>(d) * sizeof(float));
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < phase1_count; ++i) {
+      const ExpertTask& task = ws.phase1_tasks[i];
+      RunPhase1Task(w, ws.jobs[task.job], task, scratch);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < phase2_count; ++i) {
+      const ExpertTask& task = ws.phase2_tasks[i];
+      RunPhase2Task(w, ws.jobs[task.job], task, scratch);
+    }
+    // Weighted combine in fixed slot order (deterministic); dropped assignments add nothing.
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      float* out = output + t * d;
+      std::fill_n(out, d, 0.0f);
+      for (int s = 0; s < k; ++s) {
+        const int64_t row = permutation.assignment_to_permuted[t * k + s];
+        if (row < 0) continue;
+        const float weight = weights[t * k + s];
+        const float* y = permuted_y + row * d;
+        for (int64_t j = 0; j < d; ++j) out[j] += weight * y[j];
+      }
+      if (shared_y != nullptr) {
+        const float gate = SharedGate(w, input + t * d);
+        const float* y = shared_y + t * d;
+        for (int64_t j = 0; j < d; ++j) out[j] += gate * y[j];
+      }
     }
   }
-
-  if (w.shared_ffn_size > 0) AddSharedExpert(w, input, num_tokens, output, ws);
 
   if (outputs.expert_token_counts != nullptr) {
     for (int64_t e = 0; e < num_experts; ++e) {

@@ -44,10 +44,11 @@ const void* ExpertSlice(const void* base, DType dtype, int64_t expert, int64_t e
 
 // Weight rows per task. Small row counts: ~512 KiB of float32 weights per task, so a chunk
 // (and its packed copy) stays in L2 and there are enough tasks for every core. Many rows: at
-// least 256 weight rows, because BLAS re-packs the [rows, k] activations for every task.
+// least 512 weight rows, because BLAS re-packs the [rows, k] activations for every task
+// (measured: Qwen3-30B-A3B shape at T=1024 went from 66% to 73% of sgemm against 256).
 int64_t RowsPerTask(int64_t token_rows, int64_t k_dim, int64_t total) {
   int64_t rows = std::max<int64_t>(16, (int64_t{1} << 17) / k_dim);
-  if (token_rows >= 64) rows = std::max<int64_t>(rows, 256);
+  if (token_rows >= 32) rows = std::max<int64_t>(rows, 512);
   rows = (rows + 15) / 16 * 16;
   return std::min(rows, total);
 }

@@ -21,6 +21,7 @@
 #include "server/model/safetensors.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/safetensors_writer.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace moe::model {
@@ -35,25 +36,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::SizeIs;
 
-// A fresh directory under the system temp dir, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "moe_weights_test.XXXXXX");
-    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using TempDir = ::moe::testing::ScratchDir;
 
 // `values` encoded as `dtype` (F32, F16 or BF16).
 TestTensor Tensor(std::string name, DType dtype, std::vector<int64_t> shape,

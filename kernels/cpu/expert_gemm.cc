@@ -8,16 +8,25 @@
 #include <vector>
 
 #include "moe/kernels/dtype.h"
+#include "small_m_gemm.h"
 
 namespace moe::kernels::cpu {
 namespace {
 
 // Rows of widened weights per chunk: ~4 MiB of float32 keeps the chunk in L2/L3 while BLAS
 // multiplies it, and bounds the scratch whatever the expert size.
+// Token rows up to which the streaming kernel beats BLAS's packed sgemm (single thread, 1536 x
+// 2048 weights: 2.3x at 2 rows, 1.2x at 4, even at 8 and beyond).
+constexpr int64_t kSmallMBlasThreshold = 4;
+
 int64_t ChunkRows(int64_t cols) { return std::max<int64_t>(16, (int64_t{1} << 20) / cols); }
 
 void F32Gemm(const float* w, int64_t rows, int64_t cols, const float* x, int64_t ldx, int64_t n,
              float* out, int64_t ldo) {
+  if (n >= 2 && n <= kSmallMBlasThreshold && SmallMGemmAvailable()) {
+    SmallMGemm(w, rows, cols, x, ldx, n, out, ldo);
+    return;
+  }
   if (n == 1) {
     // One token: a matrix-vector product reads the weights once at memory bandwidth.
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(cols),

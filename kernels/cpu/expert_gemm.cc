@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "moe/kernels/dtype.h"
@@ -13,12 +14,12 @@
 namespace moe::kernels::cpu {
 namespace {
 
-// Rows of widened weights per chunk: ~4 MiB of float32 keeps the chunk in L2/L3 while BLAS
-// multiplies it, and bounds the scratch whatever the expert size.
 // Token rows up to which the streaming kernel beats BLAS's packed sgemm (single thread, 1536 x
 // 2048 weights: 2.3x at 2 rows, 1.2x at 4, even at 8 and beyond).
 constexpr int64_t kSmallMBlasThreshold = 4;
 
+// Rows of widened weights per chunk: ~4 MiB of float32 keeps the chunk in L2/L3 while BLAS
+// multiplies it, and bounds the scratch whatever the expert size.
 int64_t ChunkRows(int64_t cols) { return std::max<int64_t>(16, (int64_t{1} << 20) / cols); }
 
 void F32Gemm(const float* w, int64_t rows, int64_t cols, const float* x, int64_t ldx, int64_t n,
@@ -126,13 +127,29 @@ void ApplyActivation(Activation activation, float* h, int64_t n, int64_t f, int6
   }
 }
 
-ScopedSingleThreadedBlas::ScopedSingleThreadedBlas()
-    : previous_threads_(openblas_get_num_threads()) {
-  if (previous_threads_ != 1) openblas_set_num_threads(1);
+namespace {
+
+// OpenBLAS's thread count is process-wide: concurrent forward passes (different layers on
+// different threads) share one "parked" state, entered by the first and left by the last.
+std::mutex g_blas_threads_mutex;
+int g_blas_parkers = 0;
+int g_blas_saved_threads = 1;
+
+}  // namespace
+
+ScopedSingleThreadedBlas::ScopedSingleThreadedBlas() {
+  std::lock_guard<std::mutex> lock(g_blas_threads_mutex);
+  if (g_blas_parkers++ == 0) {
+    g_blas_saved_threads = openblas_get_num_threads();
+    if (g_blas_saved_threads != 1) openblas_set_num_threads(1);
+  }
 }
 
 ScopedSingleThreadedBlas::~ScopedSingleThreadedBlas() {
-  if (previous_threads_ != 1) openblas_set_num_threads(previous_threads_);
+  std::lock_guard<std::mutex> lock(g_blas_threads_mutex);
+  if (--g_blas_parkers == 0 && g_blas_saved_threads != 1) {
+    openblas_set_num_threads(g_blas_saved_threads);
+  }
 }
 
 }  // namespace moe::kernels::cpu

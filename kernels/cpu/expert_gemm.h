@@ -37,16 +37,14 @@ void ApplyActivationColumnsSerial(Activation activation, float* h, int64_t n, in
 // Keeps BLAS single-threaded for its lifetime, restoring the previous thread count after. The
 // fast path parallelises over (expert, weight-row chunk) with its own OpenMP threads; a
 // threaded BLAS call inside would queue behind OpenBLAS's global pool lock and two thread
-// pools would fight for the same cores.
+// pools would fight for the same cores. Safe to nest and to hold from several threads at once:
+// the first holder parks BLAS's pool and the last one restores it.
 class ScopedSingleThreadedBlas {
  public:
   ScopedSingleThreadedBlas();
   ~ScopedSingleThreadedBlas();
   ScopedSingleThreadedBlas(const ScopedSingleThreadedBlas&) = delete;
   ScopedSingleThreadedBlas& operator=(const ScopedSingleThreadedBlas&) = delete;
-
- private:
-  int previous_threads_;
 };
 
 }  // namespace moe::kernels::cpu

@@ -16,6 +16,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <new>
+#include <string>
 #include <vector>
 
 #include "expert_gemm.h"
@@ -105,9 +107,11 @@ float SharedGate(const MoELayerWeightsView& w, const float* x) {
 
 }  // namespace
 
-absl::Status MoEForwardCpu(const MoELayerWeightsView& w, const RouterConfig& router,
-                           const float* input, int64_t num_tokens, const MoELayerOutputs& outputs,
-                           CpuMoEWorkspace* workspace) {
+namespace {
+
+absl::Status MoEForwardCpuImpl(const MoELayerWeightsView& w, const RouterConfig& router,
+                               const float* input, int64_t num_tokens,
+                               const MoELayerOutputs& outputs, CpuMoEWorkspace* workspace) {
   MOE_RETURN_IF_ERROR(ValidateMoEForward(w, router, num_tokens, outputs));
   if (num_tokens > 0 && input == nullptr) {
     return absl::InvalidArgumentError("MoE forward: input is null");
@@ -189,6 +193,16 @@ absl::Status MoEForwardCpu(const MoELayerWeightsView& w, const RouterConfig& rou
   if (ws.thread_scratch.size() < static_cast<size_t>(omp_get_max_threads())) {
     ws.thread_scratch.resize(omp_get_max_threads());
   }
+  if (w.weight_dtype != DType::kF32) {
+    // Half weights are widened per task: size every thread's scratch for the largest task now,
+    // so nothing allocates inside the parallel region.
+    int64_t largest = 0;
+    for (const ExpertTask& task : ws.phase1_tasks) largest = std::max(largest, task.count * d);
+    for (const ExpertTask& task : ws.phase2_tasks) {
+      largest = std::max(largest, task.count * ws.jobs[task.job].ffn);
+    }
+    for (auto& scratch : ws.thread_scratch) Ensure(scratch, largest);
+  }
   float* output = outputs.output;
 
   // 5. Gather, experts (two phases), combine: one parallel region, barriers between steps.
@@ -240,6 +254,21 @@ absl::Status MoEForwardCpu(const MoELayerWeightsView& w, const RouterConfig& rou
   }
   if (outputs.dropped_assignments != nullptr) *outputs.dropped_assignments = dropped;
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status MoEForwardCpu(const MoELayerWeightsView& weights, const RouterConfig& router,
+                           const float* input, int64_t num_tokens, const MoELayerOutputs& outputs,
+                           CpuMoEWorkspace* workspace) {
+  // The workspace grows with the batch; a batch too large for memory must fail this call, not
+  // the process. (Allocation happens before the parallel region, so nothing escapes a thread.)
+  try {
+    return MoEForwardCpuImpl(weights, router, input, num_tokens, outputs, workspace);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("MoE forward: out of memory for the workspace of " +
+                                        std::to_string(num_tokens) + " tokens");
+  }
 }
 
 }  // namespace moe::kernels

@@ -139,7 +139,7 @@ absl::Status MoEForwardReference(const MoELayerWeightsView& w, const RouterConfi
     for (int s = 0; s < k; ++s) {
       const int64_t e = chosen[s];
       double weight = scores[e];
-      if (router.renormalize) weight /= chosen_sum;
+      if (router.renormalize && chosen_sum > 0.0) weight /= chosen_sum;
       weight *= router.routed_scaling_factor;
       if (outputs.topk_ids != nullptr) outputs.topk_ids[t * k + s] = static_cast<int32_t>(e);
       if (outputs.topk_weights != nullptr)

@@ -70,8 +70,11 @@ void RouteOneToken(const float* logits, const float* bias, int64_t num_experts,
     weights[s] = scores[order[s]];
     selected_sum += weights[s];
   }
-  const float scale = router.renormalize ? router.routed_scaling_factor / selected_sum
-                                         : router.routed_scaling_factor;
+  // Sigmoid scores can all underflow to 0: then there is nothing to renormalise, and dividing
+  // would turn the weights into NaN.
+  const float scale = router.renormalize && selected_sum > 0.0f
+                          ? router.routed_scaling_factor / selected_sum
+                          : router.routed_scaling_factor;
   if (router.renormalize || router.routed_scaling_factor != 1.0f) {
     for (int s = 0; s < k; ++s) weights[s] *= scale;
   }

@@ -1,11 +1,15 @@
 #include "small_m_gemm.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
 
 namespace moe::kernels::cpu {
+
+#if defined(__x86_64__)
 namespace {
 
 // Register block: kW weight rows x kX token rows of 8-float accumulators (12 of the 16 ymm
@@ -93,5 +97,13 @@ void SmallMGemm(const float* w, int64_t rows, int64_t cols, const float* x, int6
       break;
   }
 }
+
+#else  // not x86-64: BLAS handles every row count.
+
+bool SmallMGemmAvailable() { return false; }
+
+void SmallMGemm(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t) {}
+
+#endif
 
 }  // namespace moe::kernels::cpu

@@ -35,25 +35,35 @@ std::vector<T> CopyTensor(const model::TensorInfo& tensor) {
   return values;
 }
 
-const model::TensorInfo& MustFind(const model::SafetensorsFile& file, const std::string& name) {
+// Copies reference tensor `name` as T into `values`; a missing tensor or a dtype of the wrong
+// size fails the calling test.
+template <typename T>
+void ReadReference(const model::SafetensorsFile& file, const std::string& name,
+                   std::vector<T>* values) {
   const model::TensorInfo* tensor = file.Find(name);
-  if (tensor == nullptr) {
-    ADD_FAILURE() << file.path() << ": reference tensor '" << name << "' missing";
-    static const model::TensorInfo kEmpty;
-    return kEmpty;
-  }
-  return *tensor;
+  ASSERT_NE(tensor, nullptr) << file.path() << ": reference tensor '" << name << "' missing";
+  ASSERT_EQ(kernels::DTypeSize(tensor->dtype), sizeof(T)) << name;
+  *values = CopyTensor<T>(*tensor);
 }
 
-// Sequence names ("seq0", "seq1", ...) that have MoE inputs in the reference file.
-std::set<std::string> ReferenceSequences(const model::SafetensorsFile& reference) {
+// Sequence names ("seq0", "seq1", ...) and layer indices that have MoE inputs in the
+// reference file.
+struct ReferenceContents {
   std::set<std::string> sequences;
-  const std::regex pattern(R"((seq\d+)\.layers\.\d+\.moe_input)");
+  std::set<int64_t> layers;
+};
+
+ReferenceContents ScanReference(const model::SafetensorsFile& reference) {
+  ReferenceContents contents;
+  const std::regex pattern(R"((seq\d+)\.layers\.(\d+)\.moe_input)");
   for (const auto& tensor : reference.tensors()) {
     std::smatch match;
-    if (std::regex_match(tensor.name, match, pattern)) sequences.insert(match[1]);
+    if (std::regex_match(tensor.name, match, pattern)) {
+      contents.sequences.insert(match[1]);
+      contents.layers.insert(std::stoll(match[2]));
+    }
   }
-  return sequences;
+  return contents;
 }
 
 class FixtureMoELayerTest : public ::testing::TestWithParam<std::string> {};
@@ -72,9 +82,14 @@ TEST_P(FixtureMoELayerTest, EveryMoELayerMatchesReference) {
   MOE_ASSERT_OK_AND_ASSIGN(auto reference,
                            model::SafetensorsFile::Open(
                                (std::filesystem::path(dir) / "reference.safetensors").string()));
-  const auto sequences = ReferenceSequences(*reference);
+  const ReferenceContents contents = ScanReference(*reference);
+  const std::set<std::string>& sequences = contents.sequences;
   ASSERT_FALSE(sequences.empty()) << dir
                                   << ": reference.safetensors has no seqS.layers.L.moe_input";
+  // Every layer the reference has an MoE block for must have been loaded, and no other.
+  std::set<int64_t> loaded;
+  for (const auto& layer : layers) loaded.insert(layer.layer_index());
+  EXPECT_EQ(loaded, contents.layers) << "MoE layers loaded vs layers in reference.safetensors";
 
   auto backend = engine::CreateCpuBackend();
   const kernels::RouterConfig router = config.router();
@@ -88,17 +103,23 @@ TEST_P(FixtureMoELayerTest, EveryMoELayerMatchesReference) {
     for (const std::string& seq : sequences) {
       const std::string prefix = seq + ".layers." + std::to_string(layer.layer_index()) + ".";
       SCOPED_TRACE(dir + " " + prefix);
-      const auto& input_tensor = MustFind(*reference, prefix + "moe_input");
-      ASSERT_EQ(input_tensor.dtype, DType::kF32);
-      ASSERT_EQ(input_tensor.shape.size(), 2u);
-      ASSERT_EQ(input_tensor.shape[1], d);
-      const int64_t tokens = input_tensor.shape[0];
-      const auto input = CopyTensor<float>(input_tensor);
-      const auto want_logits = CopyTensor<float>(MustFind(*reference, prefix + "router_logits"));
-      const auto want_ids = CopyTensor<int32_t>(MustFind(*reference, prefix + "topk_ids"));
-      const auto want_weights = CopyTensor<float>(MustFind(*reference, prefix + "topk_weights"));
-      const auto want_output = CopyTensor<float>(MustFind(*reference, prefix + "moe_output"));
+      const model::TensorInfo* input_tensor = reference->Find(prefix + "moe_input");
+      ASSERT_NE(input_tensor, nullptr);
+      ASSERT_EQ(input_tensor->dtype, DType::kF32);
+      ASSERT_EQ(input_tensor->shape.size(), 2u);
+      ASSERT_EQ(input_tensor->shape[1], d);
+      const int64_t tokens = input_tensor->shape[0];
+      const auto input = CopyTensor<float>(*input_tensor);
+      std::vector<float> want_logits, want_weights, want_output;
+      std::vector<int32_t> want_ids;
+      ASSERT_NO_FATAL_FAILURE(ReadReference(*reference, prefix + "router_logits", &want_logits));
+      ASSERT_NO_FATAL_FAILURE(ReadReference(*reference, prefix + "topk_ids", &want_ids));
+      ASSERT_NO_FATAL_FAILURE(ReadReference(*reference, prefix + "topk_weights", &want_weights));
+      ASSERT_NO_FATAL_FAILURE(ReadReference(*reference, prefix + "moe_output", &want_output));
+      ASSERT_EQ(want_logits.size(), static_cast<size_t>(tokens * num_experts));
       ASSERT_EQ(want_ids.size(), static_cast<size_t>(tokens * k));
+      ASSERT_EQ(want_weights.size(), static_cast<size_t>(tokens * k));
+      ASSERT_EQ(want_output.size(), static_cast<size_t>(tokens * d));
 
       // Poisoned so that an unwritten element cannot pass for a computed one.
       std::vector<float> output(tokens * d, NAN), logits(tokens * num_experts, NAN),

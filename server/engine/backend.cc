@@ -1,3 +1,4 @@
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -45,7 +46,12 @@ absl::StatusOr<std::unique_ptr<MoEBackend>> CreateBackend(const BackendOptions& 
                        {{"backend", "cpu"}, {"reason", std::string(cuda.status().message())}});
     return CreateCpuBackend();
   }
-  common::LogInfo("backend_fallback", {{"backend", "cpu"}, {"reason", why_none}});
+  // An NVIDIA device node without a usable device (driver older than the toolkit, say) is
+  // worth a warning; a machine without a GPU is not.
+  std::error_code error;
+  const bool gpu_present = std::filesystem::exists("/dev/nvidia0", error);
+  common::Log(gpu_present ? common::LogLevel::kWarning : common::LogLevel::kInfo,
+              "backend_fallback", {{"backend", "cpu"}, {"reason", why_none}});
   return CreateCpuBackend();
 }
 

@@ -1,6 +1,7 @@
 // The CPU backend: weights stay where the loader put them (host memory, checkpoint dtype);
 // each prepared layer owns its scratch workspace.
 #include <cblas.h>
+#include <omp.h>
 
 #include <memory>
 #include <string>
@@ -36,8 +37,8 @@ class CpuBackend final : public MoEBackend {
   BackendKind kind() const override { return BackendKind::kCpu; }
 
   std::string device_description() const override {
-    return absl::StrCat("cpu (", openblas_get_num_threads(), " BLAS threads, ",
-                        openblas_get_config(), ")");
+    // The layer runs on one OpenMP team with BLAS single-threaded inside it.
+    return absl::StrCat("cpu (", omp_get_max_threads(), " threads, ", openblas_get_config(), ")");
   }
 
   absl::StatusOr<std::unique_ptr<PreparedMoELayer>> PrepareLayer(

@@ -102,8 +102,8 @@ absl::Status ValidateMoEForward(const MoELayerWeightsView& weights, const Router
 // Capacity per expert for `num_tokens` tokens under `router` (INT64_MAX when unlimited).
 int64_t ExpertCapacity(const RouterConfig& router, int64_t num_tokens, int64_t num_experts);
 
-// FLOPs of one forward pass over T tokens (router GEMM + expert GEMMs, 2 FLOPs per MAC),
-// counting only assignments that were computed.
+// FLOPs of one forward pass over T tokens (router GEMM + expert GEMMs + shared expert, 2 FLOPs
+// per MAC), counting all T*k assignments (the capacity limit may drop some).
 double MoEForwardFlops(const MoELayerWeightsView& weights, int64_t num_tokens, int top_k);
 
 }  // namespace moe::kernels

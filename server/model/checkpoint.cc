@@ -1,11 +1,10 @@
-#include "server/model/safetensors.h"
+#include "server/model/checkpoint.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <optional>
-#include <set>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -13,11 +12,12 @@
 
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "moe/common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "server/model/error_text.h"
+#include "server/model/safetensors.h"
 
 namespace moe::model {
 namespace {
@@ -26,23 +26,11 @@ namespace fs = std::filesystem;
 
 constexpr char kIndexFileName[] = "model.safetensors.index.json";
 constexpr char kSingleFileName[] = "model.safetensors";
-// An index maps tensor names to file names: even a model with a million tensors needs a small
-// fraction of this. The cap keeps a hostile or mistaken path from being read whole into memory.
-constexpr uint64_t kMaxIndexBytes = 100ull * 1000 * 1000;
-
-std::string Quote(absl::string_view name) {
-  constexpr size_t kMaxShown = 200;
-  if (name.size() <= kMaxShown) return absl::StrCat("'", absl::CEscape(name), "'");
-  return absl::StrCat("'", absl::CEscape(name.substr(0, kMaxShown)), "...' (", name.size(),
-                      " bytes)");
-}
-
-absl::Status Invalid(const std::string& display, absl::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(display, ": ", message));
-}
 
 // weight_map: tensor name -> shard file name.
 using WeightMap = std::map<std::string, std::string>;
+// Tensor name -> the tensor and the file holding it.
+using TensorMap = std::map<std::string, std::pair<const TensorInfo*, const SafetensorsFile*>>;
 
 absl::StatusOr<std::string> ReadIndexFile(const std::string& path) {
   std::error_code error;
@@ -53,9 +41,11 @@ absl::StatusOr<std::string> ReadIndexFile(const std::string& path) {
   if (error) {
     return absl::ErrnoToStatus(error.value(), absl::StrCat(path, ": cannot read size"));
   }
-  if (size > kMaxIndexBytes) {
+  if (size > kMaxCheckpointIndexBytes) {
     return Invalid(path, absl::StrCat("index is ", size, " bytes, more than the limit of ",
-                                      kMaxIndexBytes, " bytes"));
+                                      kMaxCheckpointIndexBytes,
+                                      " bytes for a checkpoint index (real ones are well under "
+                                      "that; is this the right file?)"));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open checkpoint index"));
@@ -68,116 +58,234 @@ absl::StatusOr<std::string> ReadIndexFile(const std::string& path) {
   return text;
 }
 
-// Parses the index and returns its weight_map. nlohmann keeps the last of two duplicate keys
-// without a word, which would hide a tensor listed for two shards, so a parser callback tracks
-// the keys of every open object and the first duplicate is reported.
-absl::StatusOr<WeightMap> ParseWeightMap(const std::string& index_path, const std::string& text) {
-  struct OpenObject {
-    std::string name;  // the key this object is the value of ("" for the root)
-    std::set<std::string> keys;
-    std::string last_key;
-  };
-  std::vector<OpenObject> open_objects;
-  std::optional<std::pair<std::string, std::string>> duplicate;  // (object, key)
-  const nlohmann::json::parser_callback_t callback =
-      [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-        switch (event) {
-          case nlohmann::json::parse_event_t::object_start:
-            open_objects.push_back(
-                {open_objects.empty() ? std::string() : open_objects.back().last_key, {}, {}});
-            break;
-          case nlohmann::json::parse_event_t::key:
-            if (!open_objects.empty()) {
-              OpenObject& object = open_objects.back();
-              std::string key = parsed.get<std::string>();
-              if (!object.keys.insert(key).second && !duplicate.has_value()) {
-                duplicate.emplace(object.name, key);
-              }
-              object.last_key = std::move(key);
-            }
-            break;
-          case nlohmann::json::parse_event_t::object_end:
-            if (!open_objects.empty()) open_objects.pop_back();
-            break;
-          default:
-            break;
-        }
-        return true;
-      };
+// The JSON type names nlohmann uses, for "found ..." in errors.
+constexpr absl::string_view kFoundObject = "object";
+constexpr absl::string_view kFoundArray = "array";
 
+// Streams the index and keeps only weight_map's tensor -> shard entries; everything else (the
+// metadata object, keys tools add) is checked to be JSON and dropped as it is read, so memory
+// follows the weight_map and not the file. A SAX handler rather than a DOM also because
+// nlohmann's DOM keeps the last of two duplicate keys without a word, which would hide a tensor
+// listed for two shards.
+class IndexParser final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  explicit IndexParser(const std::string& display) : display_(display) {}
+
+  const absl::Status& status() const { return status_; }
+  // Whether the top-level object had a weight_map.
+  bool has_weight_map() const { return has_weight_map_; }
+  WeightMap& weight_map() { return weight_map_; }
+
+  bool null() override { return Scalar("null"); }
+  bool boolean(bool /*value*/) override { return Scalar("boolean"); }
+  bool number_integer(number_integer_t /*value*/) override { return Scalar("number"); }
+  bool number_unsigned(number_unsigned_t /*value*/) override { return Scalar("number"); }
+  bool number_float(number_float_t /*value*/, const string_t& /*text*/) override {
+    return Scalar("number");
+  }
+  bool binary(binary_t& /*value*/) override { return Scalar("binary"); }
+
+  bool string(string_t& value) override {
+    if (state_ == State::kWeightMapValue) {
+      weight_map_.emplace(std::move(key_), std::move(value));
+      state_ = State::kWeightMap;
+      return true;
+    }
+    return Scalar("string");
+  }
+
+  bool start_object(std::size_t /*elements*/) override { return StartContainer(kFoundObject); }
+  bool start_array(std::size_t /*elements*/) override { return StartContainer(kFoundArray); }
+
+  bool key(string_t& value) override {
+    if (state_ == State::kTop) {
+      if (value == "weight_map") {
+        if (has_weight_map_) return Fail("key 'weight_map' appears twice in the top-level object");
+        has_weight_map_ = true;
+        state_ = State::kWeightMapStart;
+      } else {
+        state_ = State::kTopValue;
+      }
+      return true;
+    }
+    if (state_ == State::kWeightMap) {
+      if (weight_map_.count(value) != 0) {
+        return Fail(absl::StrCat("weight_map lists tensor ", Quote(value), " more than once"));
+      }
+      key_ = std::move(value);
+      state_ = State::kWeightMapValue;
+      return true;
+    }
+    return true;  // a key inside a skipped value
+  }
+
+  bool end_object() override { return EndContainer(); }
+  bool end_array() override { return EndContainer(); }
+
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
+                   const nlohmann::detail::exception& error) override {
+    return Fail(absl::StrCat("not valid JSON: ", Shorten(error.what())));
+  }
+
+ private:
+  enum class State {
+    kStart,           // before the top-level value
+    kTop,             // in the top-level object, expecting a key
+    kTopValue,        // after a top-level key other than weight_map
+    kWeightMapStart,  // after the weight_map key
+    kWeightMap,       // in weight_map, expecting a tensor name
+    kWeightMapValue,  // after a tensor name, expecting its shard
+    kSkipping,        // inside a value that is not kept
+    kDone,            // after the top-level object
+  };
+
+  bool Fail(absl::string_view message) {
+    status_ = Invalid(display_, message);
+    return false;
+  }
+
+  bool Scalar(absl::string_view found) {
+    switch (state_) {
+      case State::kStart:
+        return Fail(absl::StrCat("expected a JSON object with a weight_map, found ", found));
+      case State::kTopValue:
+        state_ = State::kTop;
+        return true;
+      case State::kWeightMapStart:
+        return WrongWeightMap(found);
+      case State::kWeightMapValue:
+        return Fail(absl::StrCat("weight_map entry for tensor ", Quote(key_),
+                                 " must be a shard file name, found ", found));
+      default:
+        return true;  // kSkipping
+    }
+  }
+
+  bool WrongWeightMap(absl::string_view found) {
+    return Fail(absl::StrCat(
+        "weight_map must be an object of tensor name -> shard file name, found ", found));
+  }
+
+  bool StartContainer(absl::string_view found) {
+    // The parser keeps no recursion, but nesting is still refused early: no index needs it, and
+    // it bounds what the skipping below has to track.
+    if (++depth_ > kMaxCheckpointIndexDepth) {
+      return Fail(absl::StrCat("JSON is nested more than ", kMaxCheckpointIndexDepth,
+                               " levels deep; an index nests two (weight_map inside the top-level "
+                               "object)"));
+    }
+    switch (state_) {
+      case State::kStart:
+        if (found != kFoundObject) {
+          return Fail(absl::StrCat("expected a JSON object with a weight_map, found ", found));
+        }
+        state_ = State::kTop;
+        return true;
+      case State::kTopValue:
+        skip_until_depth_ = depth_ - 1;
+        state_ = State::kSkipping;
+        return true;
+      case State::kWeightMapStart:
+        if (found != kFoundObject) return WrongWeightMap(found);
+        state_ = State::kWeightMap;
+        return true;
+      case State::kWeightMapValue:
+        return Fail(absl::StrCat("weight_map entry for tensor ", Quote(key_),
+                                 " must be a shard file name, found ", found));
+      default:
+        return true;  // kSkipping
+    }
+  }
+
+  bool EndContainer() {
+    --depth_;
+    switch (state_) {
+      case State::kSkipping:
+        if (depth_ == skip_until_depth_) state_ = State::kTop;
+        return true;
+      case State::kWeightMap:
+        if (weight_map_.empty()) return Fail("weight_map lists no tensors");
+        state_ = State::kTop;
+        return true;
+      default:
+        state_ = State::kDone;  // kTop: the top-level object is complete
+        return true;
+    }
+  }
+
+  const std::string& display_;
+  absl::Status status_;
+  State state_ = State::kStart;
+  int depth_ = 0;             // arrays and objects open
+  int skip_until_depth_ = 0;  // kSkipping ends when depth_ is back to this
+  bool has_weight_map_ = false;
+  std::string key_;  // the tensor name whose shard comes next
+  WeightMap weight_map_;
+};
+
+// Parses the index and returns its weight_map.
+absl::StatusOr<WeightMap> ParseWeightMap(const std::string& index_path, const std::string& text) {
   // nlohmann's lexer takes a NUL byte for the end of the input and would ignore the rest.
   if (const size_t nul = text.find('\0'); nul != std::string::npos) {
     return Invalid(index_path,
                    absl::StrCat("contains a NUL byte at offset ", nul, "; expected JSON text"));
   }
-  nlohmann::json index;
+  IndexParser parser(index_path);
+  bool parsed = false;
   try {
-    index = nlohmann::json::parse(text, callback);
+    parsed = nlohmann::json::sax_parse(text, &parser);
   } catch (const nlohmann::json::exception& error) {
-    return Invalid(index_path, absl::StrCat("not valid JSON: ", error.what()));
+    return Invalid(index_path, absl::StrCat("not valid JSON: ", Shorten(error.what())));
   }
-  if (duplicate.has_value()) {
-    if (duplicate->first == "weight_map") {
-      return Invalid(index_path, absl::StrCat("weight_map lists tensor ", Quote(duplicate->second),
-                                              " more than once"));
-    }
-    return Invalid(
-        index_path,
-        absl::StrCat("key ", Quote(duplicate->second), " appears twice in ",
-                     duplicate->first.empty() ? std::string("the top-level object")
-                                              : absl::StrCat("object ", Quote(duplicate->first))));
+  if (!parsed) {
+    if (!parser.status().ok()) return parser.status();
+    return Invalid(index_path, "not valid JSON");
   }
-  if (!index.is_object()) {
-    return Invalid(index_path, absl::StrCat("expected a JSON object with a weight_map, found ",
-                                            index.type_name()));
-  }
-  const auto it = index.find("weight_map");
-  if (it == index.end()) {
+  if (!parser.has_weight_map()) {
     return Invalid(index_path, "has no weight_map (tensor name -> shard file name)");
   }
-  if (!it->is_object()) {
-    return Invalid(index_path,
-                   absl::StrCat("weight_map must be an object of tensor name -> shard file name, "
-                                "found ",
-                                it->type_name()));
-  }
-  if (it->empty()) return Invalid(index_path, "weight_map lists no tensors");
-  WeightMap weight_map;
-  for (const auto& [tensor, shard] : it->items()) {
-    if (!shard.is_string()) {
-      return Invalid(index_path,
-                     absl::StrCat("weight_map entry for tensor ", Quote(tensor),
-                                  " must be a shard file name, found ", shard.type_name()));
-    }
-    weight_map.emplace(tensor, shard.get<std::string>());
-  }
-  return weight_map;
+  return std::move(parser.weight_map());
 }
 
 // Shards must be plain file names inside the checkpoint directory: an index that could name
-// "../x" or "/etc/y" would let a downloaded checkpoint read any file the server can.
+// "../x" or "/etc/y" would let a downloaded checkpoint read any file the server can. Names are
+// also kept short and printable, as they become part of the paths that errors show.
 absl::Status CheckShardName(const std::string& index_path, const std::string& tensor,
                             const std::string& shard) {
-  const bool plain = !shard.empty() && shard != "." && shard != ".." &&
-                     shard.find_first_of("/\\\0", 0, 3) == std::string::npos;
+  constexpr size_t kMaxFileName = 255;  // NAME_MAX on Linux file systems
+  const bool printable = std::none_of(shard.begin(), shard.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+  const bool plain = !shard.empty() && shard.size() <= kMaxFileName && printable && shard != "." &&
+                     shard != ".." && shard.find_first_of("/\\") == std::string::npos;
   if (plain) return absl::OkStatus();
   return Invalid(index_path, absl::StrCat("weight_map assigns tensor ", Quote(tensor), " to shard ",
                                           Quote(shard),
                                           ", which is not a plain file name in the checkpoint "
-                                          "directory (no '/', '\\', '.' or '..')"));
+                                          "directory (at most ",
+                                          kMaxFileName,
+                                          " bytes; no '/', '\\', control characters, '.' or "
+                                          "'..')"));
 }
 
 struct LoadedFiles {
   std::vector<std::unique_ptr<SafetensorsFile>> files;
-  std::map<std::string, const TensorInfo*> tensors;
+  TensorMap tensors;
 };
 
 absl::StatusOr<LoadedFiles> LoadSingleFile(const std::string& path) {
   LoadedFiles loaded;
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(path));
-  for (const TensorInfo& info : file->tensors()) loaded.tensors.emplace(info.name, &info);
+  for (const TensorInfo& info : file->tensors()) {
+    loaded.tensors.emplace(info.name, std::make_pair(&info, file.get()));
+  }
   loaded.files.push_back(std::move(file));
   return loaded;
+}
+
+// The shard file name `file` was opened from (its path is <directory>/<shard>).
+std::string ShardName(const SafetensorsFile& file) {
+  return fs::path(file.path()).filename().string();
 }
 
 // The index and the shards must agree exactly: every listed tensor is in the shard the index
@@ -188,15 +296,16 @@ absl::StatusOr<LoadedFiles> LoadSharded(const fs::path& directory, const std::st
   MOE_ASSIGN_OR_RETURN(const std::string text, ReadIndexFile(index_path));
   MOE_ASSIGN_OR_RETURN(const WeightMap weight_map, ParseWeightMap(index_path, text));
 
-  std::map<std::string, std::vector<std::string>> tensors_by_shard;
+  // Shard -> the tensors listed for it, pointing at weight_map's keys rather than copying them.
+  std::map<absl::string_view, std::vector<const std::string*>> tensors_by_shard;
   for (const auto& [tensor, shard] : weight_map) {
     MOE_RETURN_IF_ERROR(CheckShardName(index_path, tensor, shard));
-    tensors_by_shard[shard].push_back(tensor);
+    tensors_by_shard[shard].push_back(&tensor);
   }
 
   LoadedFiles loaded;
-  std::map<std::string, std::string> shard_of;  // tensor -> shard it was found in
-  for (const auto& [shard, listed] : tensors_by_shard) {
+  for (const auto& [shard_view, listed] : tensors_by_shard) {
+    const std::string shard(shard_view);
     const std::string shard_path = (directory / shard).string();
     absl::StatusOr<std::unique_ptr<SafetensorsFile>> opened = SafetensorsFile::Open(shard_path);
     if (!opened.ok()) {
@@ -206,18 +315,18 @@ absl::StatusOr<LoadedFiles> LoadSharded(const fs::path& directory, const std::st
                        " listed tensors): ", opened.status().message()));
     }
     std::unique_ptr<SafetensorsFile> file = std::move(opened).value();
-    for (const std::string& tensor : listed) {
-      if (file->Find(tensor) == nullptr) {
+    for (const std::string* tensor : listed) {
+      if (file->Find(*tensor) == nullptr) {
         return Invalid(index_path,
-                       absl::StrCat("weight_map assigns tensor ", Quote(tensor), " to shard ",
+                       absl::StrCat("weight_map assigns tensor ", Quote(*tensor), " to shard ",
                                     Quote(shard), ", which does not contain it"));
       }
     }
     for (const TensorInfo& info : file->tensors()) {
-      if (const auto seen = shard_of.find(info.name); seen != shard_of.end()) {
+      if (const auto seen = loaded.tensors.find(info.name); seen != loaded.tensors.end()) {
         return Invalid(index_path,
                        absl::StrCat("tensor ", Quote(info.name), " appears in two shards, ",
-                                    Quote(seen->second), " and ", Quote(shard)));
+                                    Quote(ShardName(*seen->second.second)), " and ", Quote(shard)));
       }
       const auto listed_in = weight_map.find(info.name);
       if (listed_in == weight_map.end()) {
@@ -230,8 +339,7 @@ absl::StatusOr<LoadedFiles> LoadSharded(const fs::path& directory, const std::st
                        absl::StrCat("tensor ", Quote(info.name), " is in shard ", Quote(shard),
                                     " but weight_map assigns it to ", Quote(listed_in->second)));
       }
-      shard_of.emplace(info.name, shard);
-      loaded.tensors.emplace(info.name, &info);
+      loaded.tensors.emplace(info.name, std::make_pair(&info, file.get()));
     }
     loaded.files.push_back(std::move(file));
   }
@@ -284,7 +392,12 @@ absl::StatusOr<const TensorInfo*> Checkpoint::Get(const std::string& name) const
     return absl::NotFoundError(absl::StrCat("tensor ", Quote(name), " not found in checkpoint ",
                                             path_, " (", tensors_.size(), " tensors)"));
   }
-  return it->second;
+  return it->second.first;
+}
+
+const std::string& Checkpoint::FileOf(const std::string& name) const {
+  const auto it = tensors_.find(name);
+  return it == tensors_.end() ? path_ : it->second.second->path();
 }
 
 bool Checkpoint::Contains(const std::string& name) const { return tensors_.count(name) != 0; }
@@ -292,13 +405,13 @@ bool Checkpoint::Contains(const std::string& name) const { return tensors_.count
 std::vector<std::string> Checkpoint::TensorNames() const {
   std::vector<std::string> names;
   names.reserve(tensors_.size());
-  for (const auto& [name, info] : tensors_) names.push_back(name);
+  for (const auto& [name, entry] : tensors_) names.push_back(name);
   return names;
 }
 
 uint64_t Checkpoint::total_bytes() const {
   uint64_t total = 0;
-  for (const auto& [name, info] : tensors_) total += info->data.size();
+  for (const auto& [name, entry] : tensors_) total += entry.first->data.size();
   return total;
 }
 

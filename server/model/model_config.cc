@@ -18,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "moe/common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "server/model/error_text.h"
 
 namespace moe::model {
 namespace {
@@ -38,6 +39,9 @@ constexpr int64_t kMaxPositions = int64_t{1} << 26;
 constexpr double kMaxRopeTheta = 1e12;
 // config.json files are a few KiB; anything past this is not a config.
 constexpr uintmax_t kMaxConfigBytes = 16u << 20;
+// Deepest nesting of arrays and objects accepted in config.json. Real configs nest three or
+// four levels (rope_scaling, quantization_config, task_specific_params).
+constexpr int kMaxConfigDepth = 32;
 
 // What distinguishes the families when reading config.json: their names, the keys they use for
 // the expert count and expert FFN width, and the defaults Hugging Face transformers applies
@@ -80,12 +84,56 @@ std::string SupportedArchitectures() {
   return absl::StrJoin(names, ", ");
 }
 
-// A short rendering of a JSON value for error messages; configs can hold long arrays.
-std::string Excerpt(const json& value) {
-  std::string text = value.dump();
-  constexpr size_t kMaxChars = 60;
-  if (text.size() > kMaxChars) text = text.substr(0, kMaxChars) + "...";
-  return text;
+// A short description of a JSON value for error messages: its type, and for a scalar the value.
+// Arrays and objects are described by their size only: printing their contents would recurse
+// as deep as the file nests and could run for megabytes.
+std::string Describe(const json& value) {
+  switch (value.type()) {
+    case json::value_t::array:
+      return absl::StrCat("an array of size ", value.size());
+    case json::value_t::object:
+      return absl::StrCat("an object of size ", value.size());
+    case json::value_t::string:
+      return absl::StrCat("the string ", Quote(value.get_ref<const json::string_t&>()));
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return value.get<bool>() ? "true" : "false";
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned:
+    case json::value_t::number_float:
+      return absl::StrCat("the number ", value.dump());
+    default:
+      return value.type_name();
+  }
+}
+
+// Parses `text`, refusing nesting deeper than kMaxConfigDepth. The cap is applied while parsing
+// (a parser callback that drops everything once it is exceeded), so a hostile file is never
+// built into a deep tree that later code would walk recursively.
+absl::StatusOr<json> ParseBoundedJson(const std::string& text, const std::string& source) {
+  bool too_deep = false;
+  const json::parser_callback_t callback = [&too_deep](int depth, json::parse_event_t event,
+                                                       json& /*parsed*/) {
+    // `depth` counts the containers already open around this event.
+    const bool opens =
+        event == json::parse_event_t::object_start || event == json::parse_event_t::array_start;
+    if (opens && depth >= kMaxConfigDepth) too_deep = true;
+    return !too_deep;
+  };
+  json root;
+  try {
+    root = json::parse(text, callback);
+  } catch (const json::exception& error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": not valid JSON: ", Shorten(error.what())));
+  }
+  if (too_deep) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": JSON is nested more than ", kMaxConfigDepth,
+                     " levels deep; real config.json files nest a few levels"));
+  }
+  return root;
 }
 
 // Typed, bounded access to the keys of one config.json object. Every error names the file and
@@ -108,9 +156,8 @@ class ConfigReader {
 
   absl::Status WrongType(absl::string_view key, absl::string_view expected,
                          const json& value) const {
-    return absl::InvalidArgumentError(absl::StrCat(source_, ": key '", key, "' must be ", expected,
-                                                   ", got ", value.type_name(), " ",
-                                                   Excerpt(value)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_, ": key '", key, "' must be ", expected, ", got ", Describe(value)));
   }
 
   absl::Status OutOfRange(absl::string_view key, absl::string_view value, absl::string_view min,
@@ -168,7 +215,7 @@ class ConfigReader {
     if (!value.is_number()) return WrongType(key, "a number", value);
     const double number = value.get<double>();
     if (!std::isfinite(number) || number <= min_exclusive || number > max) {
-      return absl::InvalidArgumentError(absl::StrCat(source_, ": '", key, "' = ", Excerpt(value),
+      return absl::InvalidArgumentError(absl::StrCat(source_, ": '", key, "' = ", value.dump(),
                                                      " is out of the supported range (",
                                                      min_exclusive, ", ", max, "]"));
     }
@@ -224,21 +271,21 @@ absl::StatusOr<const FamilyInfo*> SelectFamily(const ConfigReader& reader) {
   if (architecture.has_value()) {
     if (by_architecture == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrCat(reader.source(), ": unsupported architecture \"", *architecture,
-                       "\"; supported architectures: ", SupportedArchitectures()));
+          absl::StrCat(reader.source(), ": unsupported architecture ", Quote(*architecture),
+                       "; supported architectures: ", SupportedArchitectures()));
     }
     if (by_model_type != nullptr && by_model_type != by_architecture) {
       return absl::InvalidArgumentError(
-          absl::StrCat(reader.source(), ": architectures[0] \"", *architecture, "\" is a ",
-                       by_architecture->display_name, " model but model_type \"", *model_type,
-                       "\" is ", by_model_type->display_name, "; make the two agree"));
+          absl::StrCat(reader.source(), ": architectures[0] ", Quote(*architecture), " is a ",
+                       by_architecture->display_name, " model but model_type ", Quote(*model_type),
+                       " is ", by_model_type->display_name, "; make the two agree"));
     }
     return by_architecture;
   }
   if (by_model_type == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         reader.source(), ": unsupported model_type ",
-        model_type.has_value() ? absl::StrCat("\"", *model_type, "\"") : "(none given)",
+        model_type.has_value() ? Quote(*model_type) : "(none given)",
         " and no 'architectures' entry; supported architectures: ", SupportedArchitectures()));
   }
   return by_model_type;
@@ -255,8 +302,9 @@ absl::StatusOr<kernels::DType> ReadTorchDType(const ConfigReader& reader) {
   if (!name.has_value()) return kernels::DType::kF32;
   const std::optional<kernels::DType> dtype = kernels::ComputeDTypeFromString(*name);
   if (!dtype.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat(reader.source(), ": '", key, "' = \"", *name,
-                                                   "\" is not supported; use \"float32\", "
+    return absl::InvalidArgumentError(absl::StrCat(reader.source(), ": '", key,
+                                                   "' = ", Quote(*name),
+                                                   " is not supported; use \"float32\", "
                                                    "\"bfloat16\" or \"float16\""));
   }
   return *dtype;
@@ -278,8 +326,8 @@ absl::StatusOr<double> ReadRopeTheta(const ConfigReader& reader, double fallback
     }
     if (type != "default") {
       return absl::InvalidArgumentError(
-          absl::StrCat(reader.source(), ": '", key, "' asks for RoPE type \"", type,
-                       "\", which is not supported; only the default (unscaled) RoPE is"));
+          absl::StrCat(reader.source(), ": '", key, "' asks for RoPE type ", Quote(type),
+                       ", which is not supported; only the default (unscaled) RoPE is"));
     }
   }
   if (reader.Find("rope_theta") != nullptr) {
@@ -312,7 +360,7 @@ absl::StatusOr<ModelConfig> ParseConfigObject(const json& root, const std::strin
   // transformers maps "swish" to the same SiLU function.
   if (activation.has_value() && *activation != "silu" && *activation != "swish") {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": hidden_act \"", *activation, "\" is not supported; ",
+        absl::StrCat(source, ": hidden_act ", Quote(*activation), " is not supported; ",
                      family->display_name, " experts are implemented with \"silu\" (SwiGLU)"));
   }
 
@@ -503,13 +551,13 @@ std::vector<int64_t> ModelConfig::MoELayerIndices() const {
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
                                              const std::string& source) {
+  MOE_ASSIGN_OR_RETURN(const json root, ParseBoundedJson(json_text, source));
   // nlohmann::json reports errors by exception; none may cross this boundary.
   try {
-    const json root = json::parse(json_text);
     return ParseConfigObject(root, source);
   } catch (const json::exception& error) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": not valid JSON or unexpected structure: ", error.what()));
+        absl::StrCat(source, ": unexpected structure: ", Shorten(error.what())));
   }
 }
 

@@ -17,6 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "moe/common/status_macros.h"
 #include "moe/kernels/dtype.h"
+#include "server/model/error_text.h"
 
 namespace moe::model {
 namespace {
@@ -81,15 +82,9 @@ const char* ExpertFfnKey(const ModelConfig& config) {
              : "moe_intermediate_size";
 }
 
-std::string ShapeString(std::span<const int64_t> shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
 // Quotes `names`, showing at most `head` from the front and `tail` from the back.
 std::string QuotedList(const std::vector<std::string>& names, size_t head, size_t tail) {
-  auto quote = [](std::string* out, const std::string& name) {
-    absl::StrAppend(out, "'", name, "'");
-  };
+  auto quote = [](std::string* out, const std::string& name) { out->append(Quote(name)); };
   if (names.size() <= head + tail) return absl::StrJoin(names, ", ", quote);
   const std::vector<std::string> front(names.begin(), names.begin() + head);
   const std::vector<std::string> back(names.end() - tail, names.end());
@@ -111,18 +106,19 @@ absl::Status CheckShape(const Checkpoint& checkpoint, const TensorInfo& tensor,
   const bool matches = tensor.shape.size() == 2 && tensor.shape[0] == expected.shape[0] &&
                        tensor.shape[1] == expected.shape[1];
   if (!matches) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        checkpoint.path(), ": tensor '", tensor.name, "' has shape ", ShapeString(tensor.shape),
-        ", expected ", ShapeString(expected.shape), " = ", expected.shape_meaning,
-        " from config.json; config.json and the checkpoint disagree"));
+    return Invalid(
+        checkpoint.FileOf(tensor.name),
+        absl::StrCat("tensor ", Quote(tensor.name), " has shape ", ShapeString(tensor.shape),
+                     ", expected ", ShapeString(expected.shape), " = ", expected.shape_meaning,
+                     " from config.json; config.json and the checkpoint disagree"));
   }
   // The reader guarantees this; checked again because the packing below copies this many bytes.
   const uint64_t bytes =
       static_cast<uint64_t>(tensor.num_elements) * kernels::DTypeSize(tensor.dtype);
   if (tensor.num_elements != expected.shape[0] * expected.shape[1] || tensor.data.size() != bytes) {
-    return absl::InternalError(absl::StrCat(checkpoint.path(), ": tensor '", tensor.name,
-                                            "' holds ", tensor.data.size(), " bytes, expected ",
-                                            bytes));
+    return absl::InternalError(absl::StrCat(checkpoint.FileOf(tensor.name), ": tensor ",
+                                            Quote(tensor.name), " holds ", tensor.data.size(),
+                                            " bytes, expected ", bytes));
   }
   return absl::OkStatus();
 }
@@ -133,10 +129,12 @@ bool IsFloatWeightDType(DType dtype) {
 
 absl::Status CheckFloatDType(const Checkpoint& checkpoint, const TensorInfo& tensor) {
   if (IsFloatWeightDType(tensor.dtype)) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      checkpoint.path(), ": tensor '", tensor.name, "' has dtype ",
-      std::string(kernels::DTypeName(tensor.dtype)),
-      "; MoE weights must be F32, BF16 or F16 (quantised checkpoints are not supported)"));
+  return Invalid(
+      checkpoint.FileOf(tensor.name),
+      absl::StrCat(
+          "tensor ", Quote(tensor.name), " has dtype ",
+          std::string(kernels::DTypeName(tensor.dtype)),
+          "; MoE weights must be F32, BF16 or F16 (quantised checkpoints are not supported)"));
 }
 
 absl::Status MissingTensorsError(const Checkpoint& checkpoint, const ModelConfig& config,
@@ -251,11 +249,15 @@ absl::StatusOr<MoELayerWeights> MoELayerWeights::Load(const Checkpoint& checkpoi
       first_weight = tensor;
     } else if (tensor->dtype != first_weight->dtype) {
       // The grouped GEMMs run over all experts with one element type.
-      return absl::InvalidArgumentError(
-          absl::StrCat(checkpoint.path(), ": tensor '", name, "' has dtype ",
-                       std::string(kernels::DTypeName(tensor->dtype)), " but '", first_weight->name,
-                       "' has ", std::string(kernels::DTypeName(first_weight->dtype)),
-                       "; all expert weights of a layer must share one dtype"));
+      const std::string& file = checkpoint.FileOf(name);
+      const std::string& first_file = checkpoint.FileOf(first_weight->name);
+      return Invalid(
+          file, absl::StrCat("tensor ", Quote(name), " has dtype ",
+                             std::string(kernels::DTypeName(tensor->dtype)), " but ",
+                             Quote(first_weight->name),
+                             first_file == file ? std::string() : absl::StrCat(" in ", first_file),
+                             " has ", std::string(kernels::DTypeName(first_weight->dtype)),
+                             "; all expert weights of a layer must share one dtype"));
     }
     MOE_RETURN_IF_ERROR(CheckShape(checkpoint, *tensor, shape));
     return tensor;

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "moe/kernels/moe_layer.h"
+#include "server/model/checkpoint.h"
 #include "server/model/model_config.h"
 #include "server/model/safetensors.h"
 

@@ -16,13 +16,13 @@
 
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "moe/common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "server/model/checked_math.h"
+#include "server/model/error_text.h"
 
 namespace moe::model {
 
@@ -67,23 +67,6 @@ class ScopedFd {
   int fd_;
 };
 
-// Names come from the file, so a hostile one could be megabytes of control characters: keep
-// messages short and printable.
-std::string Quote(absl::string_view name) {
-  constexpr size_t kMaxShown = 200;
-  if (name.size() <= kMaxShown) return absl::StrCat("'", absl::CEscape(name), "'");
-  return absl::StrCat("'", absl::CEscape(name.substr(0, kMaxShown)), "...' (", name.size(),
-                      " bytes)");
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-absl::Status Invalid(const std::string& display, absl::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(display, ": ", message));
-}
-
 absl::Status TooShortError(const std::string& display, uint64_t size) {
   return Invalid(display, absl::StrCat("file is ", size,
                                        " bytes, too short for the 8-byte header length that "
@@ -108,7 +91,8 @@ struct ParsedHeader {
 // Streams the JSON header into HeaderTensors, enforcing the schema as it goes. A SAX handler
 // rather than a DOM because nlohmann's DOM silently keeps the last of two duplicate keys, and
 // because a DOM of a 100 MB hostile header (say, one shape of 50 million zeros) costs several
-// times the header in memory; here every stored value is a field we keep anyway.
+// times the header in memory; here every stored value is a field we keep anyway, and a shape
+// stops at kMaxTensorRank dimensions.
 //
 // The schema is strict: a tensor entry has exactly dtype, shape and data_offsets, and any other
 // field is refused. The format defines no other fields, so an unknown one means a writer we do
@@ -141,6 +125,10 @@ class HeaderParser final : public nlohmann::json_sax<nlohmann::json> {
       if (value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
         return Fail(absl::StrCat("tensor ", Quote(tensor_.name), " has dimension ", value,
                                  " in its shape, more than the largest supported (2^63 - 1)"));
+      }
+      if (tensor_.shape.size() == kMaxTensorRank) {
+        return Fail(absl::StrCat("tensor ", Quote(tensor_.name), " has more than ", kMaxTensorRank,
+                                 " dimensions, the most supported"));
       }
       tensor_.shape.push_back(static_cast<int64_t>(value));
       return true;
@@ -300,7 +288,7 @@ class HeaderParser final : public nlohmann::json_sax<nlohmann::json> {
 
   bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
                    const nlohmann::detail::exception& error) override {
-    return Fail(absl::StrCat("header is not valid JSON: ", error.what()));
+    return Fail(absl::StrCat("header is not valid JSON: ", Shorten(error.what())));
   }
 
  private:
@@ -470,7 +458,7 @@ absl::StatusOr<ParsedImage> ParseImage(std::span<const std::byte> image,
   try {
     parsed = nlohmann::json::sax_parse(text, text + header_bytes.size(), &parser);
   } catch (const nlohmann::json::exception& error) {
-    return Invalid(display, absl::StrCat("header is not valid JSON: ", error.what()));
+    return Invalid(display, absl::StrCat("header is not valid JSON: ", Shorten(error.what())));
   }
   if (!parsed) {
     if (!parser.status().ok()) return parser.status();

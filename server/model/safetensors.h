@@ -18,6 +18,10 @@ namespace moe::model {
 // Upper bound on the JSON header, checked before anything is allocated for it.
 inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100ull * 1000 * 1000;
 
+// Most dimensions a tensor's shape may have. Model weights have at most 5; the format sets no
+// limit, and without one a header could hold a single shape of tens of millions of entries.
+inline constexpr size_t kMaxTensorRank = 16;
+
 struct TensorInfo {
   std::string name;
   kernels::DType dtype = kernels::DType::kF32;
@@ -34,7 +38,7 @@ class SafetensorsFile {
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
 
   // Validates an in-memory image (the same rules; `display_name` stands for the file in
-  // errors). The bytes are copied so the result owns them. Used by tests and fuzzers.
+  // errors). The bytes are copied so the result owns them. Used by tests; fuzz targets can use it.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> FromBytes(
       std::span<const std::byte> bytes, const std::string& display_name);
 
@@ -58,31 +62,6 @@ class SafetensorsFile {
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> index_;  // name -> position in tensors_
   std::map<std::string, std::string> metadata_;
-};
-
-// A checkpoint directory: `model.safetensors`, or shards listed by
-// `model.safetensors.index.json` (its weight_map), or a single explicit file.
-class Checkpoint {
- public:
-  // `path` is a directory (model.safetensors.index.json preferred, then model.safetensors)
-  // or a .safetensors file.
-  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& path);
-
-  // NOT_FOUND naming the tensor and the checkpoint when absent.
-  absl::StatusOr<const TensorInfo*> Get(const std::string& name) const;
-  bool Contains(const std::string& name) const;
-  // All tensor names, sorted.
-  std::vector<std::string> TensorNames() const;
-  const std::string& path() const { return path_; }
-  // Sum of all tensors' byte sizes.
-  uint64_t total_bytes() const;
-
- private:
-  Checkpoint() = default;
-
-  std::string path_;
-  std::vector<std::unique_ptr<SafetensorsFile>> files_;
-  std::map<std::string, const TensorInfo*> tensors_;
 };
 
 }  // namespace moe::model

@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/engine/moe_backend.h"
+#include "server/model/checkpoint.h"
 #include "server/model/model_config.h"
 #include "server/model/moe_weights.h"
 #include "server/model/safetensors.h"

@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "server/model/checkpoint.h"
 #include "server/model/safetensors.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/safetensors_writer.h"
@@ -209,7 +210,8 @@ TEST(CheckpointTest, RefusesPathTraversalInShardNames) {
   for (const std::string& shard :
        {std::string("../outside.safetensors"), outer.File("outside.safetensors"),
         std::string("sub/x.safetensors"), std::string(".."), std::string("."), std::string(""),
-        std::string("..\\outside.safetensors"), std::string("x.safetensors\0", 14)}) {
+        std::string("..\\outside.safetensors"), std::string("x.safetensors\0", 14),
+        std::string("x\n.safetensors"), std::string(256, 'x')}) {
     SCOPED_TRACE(shard);
     WriteText(checkpoint_dir + "/" + kIndex, IndexJson({{"w", shard}}));
     EXPECT_THAT(Checkpoint::Open(checkpoint_dir),
@@ -280,6 +282,95 @@ TEST(CheckpointTest, RefusesDuplicateWeightMapEntries) {
   EXPECT_THAT(Checkpoint::Open(dir.path()),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("key 'weight_map' appears twice in the top-level object")));
+}
+
+TEST(CheckpointTest, FileOfNamesTheShardHoldingTheTensor) {
+  ScratchDir dir;
+  WriteTwoShards(dir);
+  WriteText(dir.File(kIndex), IndexJson({{"a", "model-00001-of-00002.safetensors"},
+                                         {"b", "model-00001-of-00002.safetensors"},
+                                         {"c", "model-00002-of-00002.safetensors"}}));
+  MOE_ASSERT_OK_AND_ASSIGN(auto checkpoint, Checkpoint::Open(dir.path()));
+  EXPECT_EQ(checkpoint->FileOf("a"), dir.File("model-00001-of-00002.safetensors"));
+  EXPECT_EQ(checkpoint->FileOf("c"), dir.File("model-00002-of-00002.safetensors"));
+  EXPECT_EQ(checkpoint->FileOf("absent"), dir.path());
+
+  ScratchDir single;
+  testing::WriteFile(single.File("model.safetensors"),
+                     BuildSafetensors({F32Tensor("w", {1}, {1})}));
+  MOE_ASSERT_OK_AND_ASSIGN(checkpoint, Checkpoint::Open(single.path()));
+  EXPECT_EQ(checkpoint->FileOf("w"), single.File("model.safetensors"));
+}
+
+TEST(CheckpointTest, RefusesIndexLargerThanTheCap) {
+  ScratchDir dir;
+  WriteTwoShards(dir);
+  // Valid JSON, padded with whitespace past the cap.
+  std::string text = IndexJson({{"a", "model-00001-of-00002.safetensors"},
+                                {"b", "model-00001-of-00002.safetensors"},
+                                {"c", "model-00002-of-00002.safetensors"}});
+  text.resize(kMaxCheckpointIndexBytes + 1, ' ');
+  WriteText(dir.File(kIndex), text);
+  EXPECT_THAT(Checkpoint::Open(dir.path()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(dir.File(kIndex) + ": "),
+                             HasSubstr("limit of " + std::to_string(kMaxCheckpointIndexBytes) +
+                                       " bytes"))));
+}
+
+// `levels` arrays or objects nested inside each other.
+std::string Nested(int levels, bool objects) {
+  std::string text;
+  for (int i = 0; i < levels; ++i) text += objects ? "{\"k\":" : "[";
+  text += "0";
+  for (int i = 0; i < levels; ++i) text += objects ? "}" : "]";
+  return text;
+}
+
+TEST(CheckpointTest, RefusesDeeplyNestedIndexWithoutBuildingIt) {
+  ScratchDir dir;
+  WriteTwoShards(dir);
+  const std::string weight_map =
+      "\"weight_map\": {\"a\": \"model-00001-of-00002.safetensors\", "
+      "\"b\": \"model-00001-of-00002.safetensors\", "
+      "\"c\": \"model-00002-of-00002.safetensors\"}";
+  // About 200 KB of nesting, arrays and objects, which a recursive reader would not survive.
+  for (const bool objects : {false, true}) {
+    SCOPED_TRACE(objects ? "objects" : "arrays");
+    const std::string text =
+        "{\"metadata\": " + Nested(objects ? 40'000 : 100'000, objects) + ", " + weight_map + "}";
+    ASSERT_GT(text.size(), 200'000u);
+    WriteText(dir.File(kIndex), text);
+    EXPECT_THAT(
+        Checkpoint::Open(dir.path()),
+        StatusIs(absl::StatusCode::kInvalidArgument,
+                 AllOf(HasSubstr(dir.File(kIndex) + ": "),
+                       HasSubstr("nested more than " + std::to_string(kMaxCheckpointIndexDepth) +
+                                 " levels deep"))));
+  }
+  // Up to the limit, with the top-level object counted, nesting is read and dropped.
+  WriteText(dir.File(kIndex), "{\"metadata\": " + Nested(kMaxCheckpointIndexDepth - 1, true) +
+                                  ", " + weight_map + "}");
+  EXPECT_THAT(Checkpoint::Open(dir.path()), ::moe::testing::IsOk());
+  WriteText(dir.File(kIndex),
+            "{\"metadata\": " + Nested(kMaxCheckpointIndexDepth, false) + ", " + weight_map + "}");
+  EXPECT_THAT(Checkpoint::Open(dir.path()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("nested more than")));
+}
+
+TEST(CheckpointTest, IgnoresEverythingButTheWeightMap) {
+  ScratchDir dir;
+  WriteTwoShards(dir);
+  // Extra keys of every JSON type, before and after weight_map, and a repeated key inside
+  // metadata (which is not read) are all accepted.
+  WriteText(dir.File(kIndex),
+            "{\"metadata\": {\"total_size\": 28, \"total_size\": 28, \"tags\": [\"x\", {\"y\": "
+            "null}]}, \"format\": \"pt\", \"n\": -1.5, \"ok\": true, \"none\": null, "
+            "\"weight_map\": {\"a\": \"model-00001-of-00002.safetensors\", "
+            "\"b\": \"model-00001-of-00002.safetensors\", "
+            "\"c\": \"model-00002-of-00002.safetensors\"}, \"after\": [[1], {\"weight_map\": 1}]}");
+  MOE_ASSERT_OK_AND_ASSIGN(auto checkpoint, Checkpoint::Open(dir.path()));
+  EXPECT_THAT(checkpoint->TensorNames(), ElementsAre("a", "b", "c"));
 }
 
 TEST(CheckpointTest, OpensFixtureCheckpoints) {

@@ -397,7 +397,7 @@ TEST(ModelConfigTest, NonSiluActivationIsRefused) {
   nlohmann::json config = MixtralJson();
   config["hidden_act"] = "gelu";
   EXPECT_THAT(Parse(config), StatusIs(absl::StatusCode::kInvalidArgument,
-                                      AllOf(HasSubstr("hidden_act \"gelu\""), HasSubstr("silu"))));
+                                      AllOf(HasSubstr("hidden_act 'gelu'"), HasSubstr("silu"))));
 }
 
 TEST(ModelConfigTest, UnsupportedDTypeIsRefused) {
@@ -435,6 +435,114 @@ TEST(ModelConfigTest, MalformedJsonIsAnErrorNotAnException) {
     EXPECT_THAT(ParseModelConfig(text, "bad/config.json"),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad/config.json")));
   }
+}
+
+// `levels` arrays (or objects) nested inside each other around a 0.
+std::string Nested(int levels, bool objects) {
+  std::string text;
+  for (int i = 0; i < levels; ++i) text += objects ? "{\"k\":" : "[";
+  text += "0";
+  for (int i = 0; i < levels; ++i) text += objects ? "}" : "]";
+  return text;
+}
+
+// MixtralJson() with `key`'s value replaced by raw JSON text.
+std::string MixtralWithRawValue(const std::string& key, const std::string& raw) {
+  nlohmann::json config = MixtralJson();
+  config[key] = "@@";
+  std::string text = config.dump();
+  text.replace(text.find("\"@@\""), 4, raw);
+  return text;
+}
+
+TEST(ModelConfigTest, DeeplyNestedJsonIsRefusedWithoutCrashing) {
+  // About 200 KB of nesting under a key read as an integer: printing the value in the error
+  // used to recurse once per level and overflow the stack.
+  for (const bool objects : {false, true}) {
+    SCOPED_TRACE(objects ? "objects" : "arrays");
+    const std::string text =
+        MixtralWithRawValue("vocab_size", Nested(objects ? 40'000 : 100'000, objects));
+    ASSERT_GT(text.size(), 200'000u);
+    const absl::StatusOr<ModelConfig> result = ParseModelConfig(text, "deep/config.json");
+    EXPECT_THAT(result, StatusIs(absl::StatusCode::kInvalidArgument,
+                                 AllOf(HasSubstr("deep/config.json: "),
+                                       HasSubstr("nested more than 32 levels deep"))));
+    EXPECT_LT(result.status().message().size(), 300u);
+  }
+  // At the limit (32 levels with the top-level object) the value is read, and the type error
+  // describes it by its size without printing it.
+  EXPECT_THAT(ParseModelConfig(MixtralWithRawValue("vocab_size", Nested(31, false)), "c.json"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("'vocab_size' must be an integer, got an array of size 1")));
+  EXPECT_THAT(ParseModelConfig(MixtralWithRawValue("vocab_size", Nested(32, false)), "c.json"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("nested more than 32")));
+  // Unread keys count as well: the whole document is bounded.
+  EXPECT_THAT(ParseModelConfig(MixtralWithRawValue("unused", Nested(32, true)), "c.json"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("nested more than 32")));
+}
+
+TEST(ModelConfigTest, WrongTypeErrorsDescribeLargeValuesBriefly) {
+  nlohmann::json config = MixtralJson();
+  config["hidden_size"] = std::vector<int>(1'000'000, 7);
+  absl::StatusOr<ModelConfig> result = Parse(config);
+  EXPECT_THAT(result, StatusIs(absl::StatusCode::kInvalidArgument,
+                               HasSubstr("'hidden_size' must be an integer, got an array of "
+                                         "size 1000000")));
+  EXPECT_LT(result.status().message().size(), 300u);
+  config = MixtralJson();
+  config["hidden_size"] = std::string(1'000'000, 'x');
+  result = Parse(config);
+  EXPECT_THAT(result,
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("got the string 'xxx"), HasSubstr("...' (1000000 bytes)"))));
+  EXPECT_LT(result.status().message().size(), 1000u);
+}
+
+TEST(ModelConfigTest, StringsFromTheFileAreEscapedAndCutShort) {
+  nlohmann::json config = MixtralJson();
+  config["architectures"] = {std::string(10 << 20, 'A')};
+  absl::StatusOr<ModelConfig> result = Parse(config);
+  EXPECT_THAT(result, StatusIs(absl::StatusCode::kInvalidArgument,
+                               AllOf(HasSubstr("unsupported architecture 'AAA"),
+                                     HasSubstr("(10485760 bytes)"))));
+  EXPECT_LT(result.status().message().size(), 1024u);
+
+  struct Case {
+    const char* key;
+    const char* expected;
+  };
+  for (const Case& test_case : {Case{"architectures", "architecture 'Evil\\nName\\033[2Jzzz"},
+                                Case{"model_type", "model_type 'Evil\\nName\\033[2Jzzz"},
+                                Case{"hidden_act", "hidden_act 'Evil\\nName\\033[2Jzzz"},
+                                Case{"torch_dtype", "'torch_dtype' = 'Evil\\nName\\033[2Jzzz"}}) {
+    SCOPED_TRACE(test_case.key);
+    config = MixtralJson();
+    const std::string hostile = std::string("Evil\nName\x1b[2J") + std::string(1 << 20, 'z');
+    if (std::string(test_case.key) == "architectures") {
+      config["architectures"] = {hostile};
+    } else if (std::string(test_case.key) == "model_type") {
+      config.erase("architectures");
+      config["model_type"] = hostile;
+    } else {
+      config[test_case.key] = hostile;
+    }
+    result = Parse(config);
+    EXPECT_THAT(result, StatusIs(absl::StatusCode::kInvalidArgument,
+                                 AllOf(HasSubstr(test_case.expected),
+                                       HasSubstr(std::to_string(hostile.size()) + " bytes)"))));
+    EXPECT_EQ(result.status().message().find('\n'), std::string::npos);
+    EXPECT_LT(result.status().message().size(), 1024u);
+  }
+}
+
+TEST(ModelConfigTest, ParserErrorsThatEchoTheInputAreCutShort) {
+  // The JSON parser's message quotes the token it stopped in: here a megabyte-long string.
+  const std::string text = "{\"hidden_act\": \"" + std::string(1 << 20, 'x') + "\x01\"}";
+  const absl::StatusOr<ModelConfig> result = ParseModelConfig(text, "bad/config.json");
+  EXPECT_THAT(result,
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("bad/config.json: not valid JSON"), HasSubstr("bytes)"))));
+  EXPECT_LT(result.status().message().size(), 1024u);
 }
 
 TEST(ModelConfigTest, MissingConfigFileIsNotFound) {

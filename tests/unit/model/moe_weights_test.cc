@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,8 @@
 #include "moe/common/status_macros.h"
 #include "moe/kernels/dtype.h"
 #include "moe/kernels/moe_layer.h"
+#include "nlohmann/json.hpp"
+#include "server/model/checkpoint.h"
 #include "server/model/model_config.h"
 #include "server/model/safetensors.h"
 #include "tests/testing/fixtures.h"
@@ -339,6 +342,58 @@ TEST(MoEWeightsTest, TransposedDownProjectionIsRefused) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("'" + name + "' has shape [3, 4], expected [4, 3]"),
                              HasSubstr("[hidden_size, intermediate_size]"))));
+}
+
+TEST(MoEWeightsTest, ShapeErrorInAShardNamesThatShardsFile) {
+  // Expert 0 and the router in the first shard, expert 1 (with a transposed down projection)
+  // in the second: the error points at the second shard's file, not the directory.
+  std::vector<TestTensor> tensors = TinyMixtralTensors(DType::kF32);
+  const std::string bad = "model.layers.0.block_sparse_moe.experts.1.w2.weight";
+  *FindTensor(tensors, bad) = Tensor(bad, DType::kF32, {kFfn, kHidden}, Values(14, 12));
+  const std::string first = "model-00001-of-00002.safetensors";
+  const std::string second = "model-00002-of-00002.safetensors";
+  std::vector<TestTensor> first_tensors;
+  std::vector<TestTensor> second_tensors;
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (const TestTensor& tensor : tensors) {
+    const bool in_second = tensor.name.find("experts.1.") != std::string::npos;
+    (in_second ? second_tensors : first_tensors).push_back(tensor);
+    weight_map[tensor.name] = in_second ? second : first;
+  }
+  TempDir dir;
+  moe::testing::WriteFile(dir.File(first), moe::testing::BuildSafetensors(first_tensors));
+  moe::testing::WriteFile(dir.File(second), moe::testing::BuildSafetensors(second_tensors));
+  {
+    std::ofstream index(dir.File("model.safetensors.index.json"));
+    index << nlohmann::json{{"weight_map", weight_map}}.dump();
+  }
+  MOE_ASSERT_OK_AND_ASSIGN(const ModelConfig config,
+                           ParseModelConfig(kTinyMixtralConfig, "config.json"));
+  MOE_ASSERT_OK_AND_ASSIGN(const std::unique_ptr<Checkpoint> checkpoint,
+                           Checkpoint::Open(dir.path()));
+  EXPECT_THAT(LoadMoELayers(*checkpoint, config),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(dir.File(second) + ": tensor '" + bad +
+                                       "' has shape [3, 4], expected [4, 3]"),
+                             Not(HasSubstr(first)))));
+}
+
+TEST(MoEWeightsTest, HostileTensorNamesAreEscapedAndCutShort) {
+  // With no tensor named as the config expects, the error lists what the checkpoint holds for
+  // the layer; a name from the file is shown escaped and cut short.
+  std::vector<TestTensor> tensors = TinyMixtralTensors(DType::kF32);
+  tensors.push_back(Tensor("model.layers.0.a_experts\n" + std::string(100'000, 'x'), DType::kF32,
+                           {1}, Values(60, 1)));
+  constexpr char kOlmoeConfig[] = R"({
+    "architectures": ["OlmoeForCausalLM"], "vocab_size": 16, "hidden_size": 4,
+    "intermediate_size": 3, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "num_experts": 2, "num_experts_per_tok": 1
+  })";
+  const absl::StatusOr<std::vector<MoELayerWeights>> result = LoadTiny(kOlmoeConfig, tensors);
+  EXPECT_THAT(result,
+              StatusIs(absl::StatusCode::kNotFound, AllOf(HasSubstr("'model.layers.0.a_experts\\n"),
+                                                          HasSubstr("(100025 bytes)"))));
+  EXPECT_LT(result.status().message().size(), 2000u);
 }
 
 TEST(MoEWeightsTest, ConfigFfnSizeIsCheckedAgainstTheTensors) {

@@ -358,6 +358,25 @@ TEST(SafetensorsTest, RefusesOverflowingShape) {
               Refused("does not fit in 64 bits"));
 }
 
+TEST(SafetensorsTest, RefusesRankAboveTheLimitWhileParsing) {
+  // kMaxTensorRank ones describe one element; one more dimension is refused by name.
+  std::string shape = "[1";
+  for (size_t i = 1; i < kMaxTensorRank; ++i) shape += ",1";
+  MOE_ASSERT_OK_AND_ASSIGN(auto file,
+                           Parse(Image("{" + Entry("w", "F32", shape + "]", 0, 4) + "}", 4)));
+  EXPECT_EQ(file->Find("w")->shape.size(), kMaxTensorRank);
+  EXPECT_THAT(Parse(Image("{" + Entry("w", "F32", shape + ",1]", 0, 4) + "}", 4)),
+              Refused("tensor 'w' has more than " + std::to_string(kMaxTensorRank) +
+                      " dimensions, the most supported"));
+
+  // A header of one shape with millions of zeros (an empty tensor, so its size is consistent)
+  // is refused at the first dimension past the limit rather than stored.
+  std::string zeros = "[0";
+  for (int i = 1; i < 4'000'000; ++i) zeros += ",0";
+  EXPECT_THAT(Parse(Image("{" + Entry("e", "F32", zeros + "]", 0, 0) + "}", 0)),
+              Refused("tensor 'e' has more than " + std::to_string(kMaxTensorRank)));
+}
+
 TEST(SafetensorsTest, RefusesShapeSizeMismatch) {
   EXPECT_THAT(Parse(Image("{" + Entry("w", "F32", "[2,2]", 0, 12) + "}", 12)),
               Refused("model.safetensors: tensor 'w' has data_offsets [0, 12] but shape [2, 2] x "

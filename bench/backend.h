@@ -1,4 +1,4 @@
-// What moe-bench needs from a backend: its two measured ceilings, and timed forward passes of
+// What moe-bench needs from a backend: its three measured ceilings, and timed forward passes of
 // the fast MoE layer and of the naive per-expert loop on one prepared layer.
 #pragma once
 
@@ -21,6 +21,9 @@ struct CeilingOptions {
   // Bytes copied per call (source and destination each); 0 = the backend's default (cpu 512 MiB,
   // cuda 1 GiB).
   int64_t copy_bytes = 0;
+  // Bytes read per call by the read-only stream; 0 = the backend's default (cpu 512 MiB, cuda
+  // 1 GiB).
+  int64_t read_bytes = 0;
   // Operand dtype of the dense GEMM where the backend has a choice (CUDA: the layer's compute
   // dtype); the CPU GEMM is always f32 (sgemm), as the CPU layer computes in f32.
   kernels::DType dtype = kernels::DType::kF32;
@@ -33,9 +36,12 @@ struct Ceilings {
   std::string dense_gemm_method;   // "OpenBLAS sgemm 2048x2048x2048 f32, median of 5"
   double copy_gbps = 0.0;          // (bytes read + bytes written) / median time
   std::string copy_method;
-  // Every measurement behind the two values above, in the order taken (see BestCeilings).
+  double read_gbps = 0.0;  // bytes read / median time of a read-only stream (nothing written)
+  std::string read_method;
+  // Every measurement behind the three values above, in the order taken (see BestCeilings).
   std::vector<double> dense_gemm_tflops_each;
   std::vector<double> copy_gbps_each;
+  std::vector<double> read_gbps_each;
 };
 
 struct RunOptions {

@@ -47,17 +47,21 @@ class CpuBackend final : public BenchBackend {
  public:
   std::string Name() const override { return "cpu"; }
 
+  // The layer runs on one OpenMP team (BLAS single-threaded inside its tasks), so the OpenMP
+  // thread count is the parallelism the figures had.
   std::string Description() const override {
-    return absl::StrCat(CpuModelName(), ", ", omp_get_num_procs(), " logical CPUs");
+    return absl::StrCat(CpuModelName(), ", ", omp_get_num_procs(), " logical CPUs, ",
+                        omp_get_max_threads(), " OpenMP threads");
   }
 
   absl::Status CheckFits(const MoEShape& shape, DType dtype, int64_t max_tokens,
                          const CeilingOptions& requested) const override {
     const CeilingOptions ceilings = ResolveCpuCeilingOptions(requested);
     const int64_t weights = LayerWeightBytes(shape, dtype);
+    // The ceilings run one after another, before the layer is created and after it is freed.
     const int64_t needed =
-        std::max(weights + ActivationBytes(shape, max_tokens),
-                 2 * ceilings.copy_bytes + 3 * ceilings.gemm_size * ceilings.gemm_size * 4);
+        std::max({weights + ActivationBytes(shape, max_tokens), 2 * ceilings.copy_bytes,
+                  ceilings.read_bytes, 3 * ceilings.gemm_size * ceilings.gemm_size * 4});
     const std::optional<int64_t> available = AvailableHostMemory();
     if (available.has_value() && needed > *available) {
       return absl::ResourceExhaustedError(absl::StrFormat(

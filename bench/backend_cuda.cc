@@ -1,5 +1,6 @@
 #include "bench/backend_cuda.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +22,7 @@ using kernels::DType;
 
 constexpr int64_t kDefaultGemmSize = 8192;
 constexpr int64_t kDefaultCopyBytes = int64_t{1} << 30;
+constexpr int64_t kDefaultReadBytes = int64_t{1} << 30;
 
 class CudaBackend final : public BenchBackend {
  public:
@@ -45,8 +47,9 @@ class CudaBackend final : public BenchBackend {
                                 max_tokens * shape.experts * 4 + assignments * 32;
     const int64_t gemm = ceilings.gemm_size > 0 ? ceilings.gemm_size : kDefaultGemmSize;
     const int64_t copy = ceilings.copy_bytes > 0 ? ceilings.copy_bytes : kDefaultCopyBytes;
-    const int64_t needed =
-        std::max(weights + activations + (int64_t{256} << 20), 2 * copy + 3 * gemm * gemm * 2);
+    const int64_t read = ceilings.read_bytes > 0 ? ceilings.read_bytes : kDefaultReadBytes;
+    const int64_t needed = std::max(
+        {weights + activations + (int64_t{256} << 20), 2 * copy, read, 3 * gemm * gemm * 2});
     const int64_t available = context_->device_info().free_memory_bytes;
     if (needed > available) {
       return absl::ResourceExhaustedError(absl::StrFormat(
@@ -68,6 +71,7 @@ class CudaBackend final : public BenchBackend {
   absl::StatusOr<Ceilings> MeasureCeilings(const CeilingOptions& options) override {
     const int64_t gemm_size = options.gemm_size > 0 ? options.gemm_size : kDefaultGemmSize;
     const int64_t copy_bytes = options.copy_bytes > 0 ? options.copy_bytes : kDefaultCopyBytes;
+    const int64_t read_bytes = options.read_bytes > 0 ? options.read_bytes : kDefaultReadBytes;
     const int repeats = std::max(options.repeats, 20);
     Ceilings ceilings;
     absl::StatusOr<kernels::CopyBandwidth> copy =
@@ -77,6 +81,13 @@ class CudaBackend final : public BenchBackend {
     ceilings.copy_method = absl::StrCat(
         "device-to-device cudaMemcpyAsync ", copy_bytes >> 20,
         " MiB, (read + write bytes) / time as STREAM Copy counts, median of ", repeats);
+    absl::StatusOr<kernels::ReadBandwidth> read =
+        kernels::MeasureReadBandwidth(*context_, static_cast<size_t>(read_bytes), repeats);
+    if (!read.ok()) return read.status();
+    ceilings.read_gbps = read->gigabytes_per_second;
+    ceilings.read_method =
+        absl::StrCat("read-and-sum kernel over ", read_bytes >> 20,
+                     " MiB in 16-byte loads, bytes read / time, median of ", repeats);
     absl::StatusOr<kernels::GemmRate> gemm =
         kernels::MeasureDenseGemmRate(*context_, options.dtype, gemm_size, repeats);
     if (!gemm.ok()) return gemm.status();

@@ -75,21 +75,68 @@ absl::StatusOr<double> MeasureCopyGbps(const CeilingOptions& options, std::strin
   return 2.0 * static_cast<double>(bytes) / (stats->median_ms * 1e-3) / 1e9;
 }
 
+absl::StatusOr<double> MeasureReadGbps(const CeilingOptions& options, std::string* method) {
+  // Floats summed per step into as many independent accumulators: enough vector registers'
+  // worth of add chains to hide the add latency, so the loop waits on memory, not on itself.
+  constexpr int64_t kLanes = 64;
+  const int64_t count = options.read_bytes / static_cast<int64_t>(sizeof(float));
+  std::unique_ptr<float[]> data(new (std::nothrow) float[static_cast<size_t>(count)]);
+  if (data == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("read ceiling: cannot allocate ", options.read_bytes, " bytes"));
+  }
+  // Real data: untouched pages all map the zero page, which reads from cache.
+  FillUniform(kernels::DType::kF32, data.get(), count, 1.0f, 4);
+  const int threads = omp_get_max_threads();
+  const float* values = data.get();
+  const int64_t steps = count / kLanes;
+  volatile float sink = 0.0f;  // keeps the sum, and so the reads, alive
+  auto read_once = [&]() {
+    float total = 0.0f;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      const int64_t thread = omp_get_thread_num();
+      const int64_t team = omp_get_num_threads();
+      float lanes[kLanes] = {};
+      for (int64_t step = steps * thread / team; step < steps * (thread + 1) / team; ++step) {
+        const float* block = values + step * kLanes;
+#pragma omp simd
+        for (int64_t j = 0; j < kLanes; ++j) lanes[j] += block[j];
+      }
+      for (int64_t j = 0; j < kLanes; ++j) total += lanes[j];
+    }
+    for (int64_t i = steps * kLanes; i < count; ++i) total += values[i];
+    sink = total;
+    return absl::OkStatus();
+  };
+  absl::StatusOr<TimingStats> stats =
+      Measure(HostTimed(read_once), options.warmup, options.repeats);
+  if (!stats.ok()) return stats.status();
+  *method = absl::StrCat("float sum over ", options.read_bytes >> 20, " MiB, ", threads,
+                         " OpenMP threads, ", kLanes,
+                         " independent lanes each, bytes read / time, median of ", options.repeats);
+  return static_cast<double>(count * sizeof(float)) / (stats->median_ms * 1e-3) / 1e9;
+}
+
 }  // namespace
 
 CeilingOptions ResolveCpuCeilingOptions(CeilingOptions options) {
   if (options.gemm_size <= 0) options.gemm_size = kCpuDefaultGemmSize;
   if (options.copy_bytes <= 0) options.copy_bytes = kCpuDefaultCopyBytes;
+  if (options.read_bytes <= 0) options.read_bytes = kCpuDefaultReadBytes;
   return options;
 }
 
 absl::StatusOr<Ceilings> MeasureCpuCeilings(const CeilingOptions& requested) {
   const CeilingOptions options = ResolveCpuCeilingOptions(requested);
   Ceilings ceilings;
-  // Copy first: OpenBLAS threads keep spinning for a moment after a call.
+  // Copy and read first: OpenBLAS threads keep spinning for a moment after a call.
   absl::StatusOr<double> copy = MeasureCopyGbps(options, &ceilings.copy_method);
   if (!copy.ok()) return copy.status();
   ceilings.copy_gbps = *copy;
+  absl::StatusOr<double> read = MeasureReadGbps(options, &ceilings.read_method);
+  if (!read.ok()) return read.status();
+  ceilings.read_gbps = *read;
   absl::StatusOr<double> gemm = MeasureSgemmTflops(options, &ceilings.dense_gemm_method);
   if (!gemm.ok()) return gemm.status();
   ceilings.dense_gemm_tflops = *gemm;

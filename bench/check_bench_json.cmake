@@ -11,7 +11,8 @@ if(json_error OR NOT type STREQUAL "OBJECT")
   message(FATAL_ERROR "output is not one JSON object (${json_error}):\n${out}")
 endif()
 foreach(key backend dtype hidden ffn experts top_k tokens median_ms min_ms tflops weight_gbps
-    dense_gemm_fraction copy_bw_fraction dense_gemm_tflops copy_bw_gbps naive_median_ms
+    dense_gemm_fraction copy_bw_fraction read_bw_fraction dense_gemm_tflops copy_bw_gbps
+    read_bw_gbps naive_median_ms
     speedup_vs_naive active_experts)
   string(JSON value ERROR_VARIABLE key_error GET "${out}" ${key})
   if(key_error)

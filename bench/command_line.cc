@@ -1,63 +1,127 @@
 #include "bench/command_line.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <fstream>
+#include <optional>
 #include <string_view>
+#include <utility>
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace moe::bench {
 namespace {
 
-// Flags absl::ParseCommandLine handles itself without registering them for lookup.
-constexpr std::string_view kBuiltinSwitches[] = {"help",        "helpfull", "helpshort",
-                                                 "helppackage", "version",  "only_check_args"};
-constexpr std::string_view kBuiltinWithValue[] = {"helpon",  "helpmatch",  "flagfile",
-                                                  "fromenv", "tryfromenv", "undefok"};
+// Flags absl::ParseCommandLine handles itself without registering them for lookup. The help
+// flags never reach it (WantsHelp), nor does --flagfile (expanded here).
+constexpr std::string_view kHelpSwitches[] = {"h",           "help",   "helpfull", "helpshort",
+                                              "helppackage", "helpon", "helpmatch"};
+constexpr std::string_view kBuiltinSwitches[] = {"version", "only_check_args"};
+constexpr std::string_view kBuiltinWithValue[] = {"fromenv", "tryfromenv", "undefok"};
 
-bool TakesValue(std::string_view name) {
-  return std::find(std::begin(kBuiltinWithValue), std::end(kBuiltinWithValue), name) !=
-         std::end(kBuiltinWithValue);
+// Nesting limit for --flagfile inside a flag file (a file that names itself would loop).
+constexpr int kMaxFlagfileDepth = 8;
+
+template <size_t N>
+bool Contains(const std::string_view (&names)[N], std::string_view name) {
+  return std::find(std::begin(names), std::end(names), name) != std::end(names);
 }
 
-bool IsBuiltinFlag(std::string_view name) {
-  return TakesValue(name) || std::find(std::begin(kBuiltinSwitches), std::end(kBuiltinSwitches),
-                                       name) != std::end(kBuiltinSwitches);
+// The flag name of `arg` ("--top-k=2" -> "top_k"), or nullopt when `arg` is not a flag.
+std::optional<std::string> FlagName(const std::string& arg) {
+  if (arg.size() < 2 || arg[0] != '-') return std::nullopt;
+  const size_t dashes = arg[1] == '-' ? 2 : 1;
+  const size_t equals = arg.find('=');
+  std::string name =
+      arg.substr(dashes, equals == std::string::npos ? std::string::npos : equals - dashes);
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
 }
 
-}  // namespace
+// The arguments of one flag file: one per non-blank line, '#' lines skipped, surrounding
+// whitespace trimmed (absl's flag file format).
+absl::StatusOr<std::vector<std::string>> ReadFlagfile(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) {
+    return absl::InvalidArgumentError(absl::StrCat("--flagfile: cannot read '", path, "'"));
+  }
+  std::vector<std::string> args;
+  std::string line;
+  int line_number = 0;
+  while (std::getline(file, line)) {
+    ++line_number;
+    const std::string trimmed(absl::StripAsciiWhitespace(line));
+    if (trimmed.empty() || trimmed[0] == '#') continue;
+    if (trimmed[0] != '-') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--flagfile: ", path, ":", line_number, ": '", trimmed,
+                       "' is not a flag (one --name=value per line)"));
+    }
+    args.push_back(trimmed);
+  }
+  if (file.bad()) {
+    return absl::InvalidArgumentError(absl::StrCat("--flagfile: error reading '", path, "'"));
+  }
+  return args;
+}
 
-absl::StatusOr<CheckedCommandLine> CheckedCommandLine::Check(int argc, char** argv) {
-  CheckedCommandLine line;
-  line.args_.reserve(static_cast<size_t>(argc));
-  if (argc > 0) line.args_.emplace_back(argv[0]);
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
+// Checks `in` (arguments without the program name) and appends the normalised arguments to
+// `out`, expanding flag files `depth` levels deep so far.
+absl::Status CheckArgs(const std::vector<std::string>& in, int depth,
+                       std::vector<std::string>& out) {
+  for (size_t i = 0; i < in.size(); ++i) {
+    const std::string& arg = in[i];
     if (arg == "--") {
-      if (i + 1 < argc) {
+      if (i + 1 < in.size()) {
         return absl::InvalidArgumentError(
-            absl::StrCat("unexpected argument '", argv[i + 1], "': moe-bench takes only flags"));
+            absl::StrCat("unexpected argument '", in[i + 1], "': moe-bench takes only flags"));
       }
-      line.args_.push_back(arg);
+      out.push_back(arg);
       continue;
     }
-    if (arg.size() < 2 || arg[0] != '-') {
+    const std::optional<std::string> flag_name = FlagName(arg);
+    if (!flag_name.has_value()) {
       return absl::InvalidArgumentError(
           absl::StrCat("unexpected argument '", arg, "': moe-bench takes only flags (--help)"));
     }
-    const size_t dashes = arg[1] == '-' ? 2 : 1;
+    const std::string& name = *flag_name;
     const size_t equals = arg.find('=');
-    std::string name =
-        arg.substr(dashes, equals == std::string::npos ? std::string::npos : equals - dashes);
-    std::replace(name.begin(), name.end(), '-', '_');
     const bool has_value = equals != std::string::npos;
     std::string value = has_value ? arg.substr(equals + 1) : "";
 
-    if (IsBuiltinFlag(name)) {
-      // absl's own flags (--help, --flagfile, ...), handled by absl::ParseCommandLine.
-      line.args_.push_back(absl::StrCat("--", name, has_value ? "=" : "", value));
-      if (!has_value && TakesValue(name) && i + 1 < argc) line.args_.emplace_back(argv[++i]);
+    if (name == "flagfile") {
+      if (!has_value) {
+        if (i + 1 >= in.size()) {
+          return absl::InvalidArgumentError("flag '--flagfile' is missing its value");
+        }
+        value = in[++i];
+      }
+      if (depth >= kMaxFlagfileDepth) {
+        return absl::InvalidArgumentError(absl::StrCat("--flagfile: nested more than ",
+                                                       kMaxFlagfileDepth, " deep at '", value,
+                                                       "' (does a file name itself?)"));
+      }
+      for (absl::string_view path : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+        absl::StatusOr<std::vector<std::string>> file_args = ReadFlagfile(std::string(path));
+        if (!file_args.ok()) return file_args.status();
+        if (absl::Status status = CheckArgs(*file_args, depth + 1, out); !status.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(status.message(), " (in --flagfile ", path, ")"));
+        }
+      }
+      continue;
+    }
+    if (Contains(kBuiltinSwitches, name) || Contains(kBuiltinWithValue, name)) {
+      // absl's own flags, handled by absl::ParseCommandLine.
+      out.push_back(absl::StrCat("--", name, has_value ? "=" : "", value));
+      if (!has_value && Contains(kBuiltinWithValue, name) && i + 1 < in.size()) {
+        out.push_back(in[++i]);
+      }
       continue;
     }
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
@@ -71,7 +135,7 @@ absl::StatusOr<CheckedCommandLine> CheckedCommandLine::Check(int argc, char** ar
       return absl::InvalidArgumentError(
           absl::StrCat("unknown flag '", arg, "' (moe-bench --help lists the flags)"));
     }
-    line.args_.push_back(absl::StrCat("--", name, has_value ? "=" : "", value));
+    out.push_back(absl::StrCat("--", name, has_value ? "=" : "", value));
     if (negated) {
       if (has_value) {
         return absl::InvalidArgumentError(
@@ -82,11 +146,11 @@ absl::StatusOr<CheckedCommandLine> CheckedCommandLine::Check(int argc, char** ar
     if (flag->IsOfType<bool>()) {
       if (!has_value) continue;
     } else if (!has_value) {
-      if (i + 1 >= argc) {
+      if (i + 1 >= in.size()) {
         return absl::InvalidArgumentError(absl::StrCat("flag '", arg, "' is missing its value"));
       }
-      value = argv[++i];
-      line.args_.push_back(value);
+      value = in[++i];
+      out.push_back(value);
     }
     // Parse once here to report a bad value ourselves; ParseCommandLine sets it again.
     std::string error;
@@ -95,6 +159,50 @@ absl::StatusOr<CheckedCommandLine> CheckedCommandLine::Check(int argc, char** ar
           absl::StrCat("bad value '", value, "' for flag --", name, ": ", error));
     }
   }
+  return absl::OkStatus();
+}
+
+// `text` wrapped at `width` columns, every line indented by `indent` spaces.
+std::string Wrap(absl::string_view text, size_t indent, size_t width) {
+  std::string out;
+  size_t column = 0;
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (column > 0 && column + 1 + word.size() > width) {
+      out += '\n';
+      column = 0;
+    }
+    if (column == 0) {
+      out.append(indent, ' ');
+      column = indent;
+    } else {
+      out += ' ';
+      ++column;
+    }
+    absl::StrAppend(&out, word);
+    column += word.size();
+  }
+  return out;
+}
+
+// "--name=N", "--[no]name", ...: how a flag is written, with a placeholder for its value.
+std::string Synopsis(const absl::CommandLineFlag& flag) {
+  const std::string name(flag.Name());
+  if (flag.IsOfType<bool>()) return absl::StrCat("--[no]", name);
+  if (flag.IsOfType<std::string>()) return absl::StrCat("--", name, "=TEXT");
+  if (flag.IsOfType<int32_t>() || flag.IsOfType<int64_t>() || flag.IsOfType<uint64_t>() ||
+      flag.IsOfType<std::optional<int64_t>>()) {
+    return absl::StrCat("--", name, "=N");
+  }
+  return absl::StrCat("--", name, "=VALUE");
+}
+
+}  // namespace
+
+absl::StatusOr<CheckedCommandLine> CheckedCommandLine::Check(int argc, char** argv) {
+  CheckedCommandLine line;
+  if (argc > 0) line.args_.emplace_back(argv[0]);
+  const std::vector<std::string> in(argv + std::min(argc, 1), argv + argc);
+  if (absl::Status status = CheckArgs(in, 0, line.args_); !status.ok()) return status;
   return line;
 }
 
@@ -103,6 +211,44 @@ std::vector<char*> CheckedCommandLine::Argv() {
   pointers.reserve(args_.size());
   for (std::string& arg : args_) pointers.push_back(arg.data());
   return pointers;
+}
+
+bool WantsHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") return false;
+    const std::optional<std::string> name = FlagName(arg);
+    if (name.has_value() && Contains(kHelpSwitches, *name)) return true;
+  }
+  return false;
+}
+
+std::string Usage(absl::string_view summary, absl::string_view flags_file) {
+  constexpr size_t kWidth = 100;
+  constexpr size_t kIndent = 6;
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::EndsWith(flag->Filename(), flags_file)) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](const absl::CommandLineFlag* a, const absl::CommandLineFlag* b) {
+              return a->Name() < b->Name();
+            });
+  std::string out =
+      absl::StrCat(summary, "\n\nFlags (names take '-' or '_': --top-k = --top_k):\n");
+  for (const absl::CommandLineFlag* flag : flags) {
+    const std::string default_value = flag->DefaultValue();
+    absl::StrAppend(&out, "  ", Synopsis(*flag));
+    // Optional flags and empty strings have no default to show: their help says what unset means.
+    if (!default_value.empty()) absl::StrAppend(&out, "  (default: ", default_value, ")");
+    absl::StrAppend(&out, "\n", Wrap(flag->Help(), kIndent, kWidth), "\n");
+  }
+  absl::StrAppend(&out, "  --flagfile=FILE[,FILE...]\n",
+                  Wrap("Reads more flags from each FILE, one --name=value per line; blank lines "
+                       "and lines starting with '#' are skipped.",
+                       kIndent, kWidth),
+                  "\n  -h, --help\n", Wrap("Prints this text and exits 0.", kIndent, kWidth), "\n");
+  return out;
 }
 
 }  // namespace moe::bench

@@ -1,9 +1,10 @@
 // moe-bench: times the MoE layer of each backend on named model shapes (a table) or on one shape
-// given by flags (one JSON object per case), against the backend's dense-GEMM and memory-copy
-// ceilings measured in the same run and against a naive per-expert loop.
+// given by flags (one JSON object per case), against the backend's dense-GEMM, memory-copy and
+// memory-read ceilings measured in the same run and against a naive per-expert loop.
 //
-// Exit status: 0 success, 1 a backend failed while running, 2 a usage error (bad flag, shape,
-// or a shape that does not fit in memory).
+// Exit status: 0 success (and --help), 1 a backend failed while running, 2 a usage error (bad
+// flag or flag file, or an explicitly requested shape that does not fit in memory; a default run
+// skips the named shapes that do not fit, with a warning).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -11,16 +12,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -40,22 +39,25 @@ ABSL_FLAG(std::string, backend, "auto",
           "auto | cpu | cuda. auto picks cuda when moe-bench was built with CUDA and a device is "
           "present, else cpu.");
 ABSL_FLAG(std::string, shapes, "",
-          "Comma-separated named shapes to run (default: all). Known: mixtral-8x7b (d 4096, f "
-          "14336, E 8, k 2), qwen3-30b-a3b (d 2048, f 768, E 128, k 8), olmoe-1b-7b (d 2048, f "
-          "1024, E 64, k 8). Not combinable with --hidden/--ffn/--experts/--top_k.");
+          "Comma-separated named shapes to run. Unset: all of them, skipping (with a warning) any "
+          "that does not fit in memory; a shape named here that does not fit is an error. Known: "
+          "mixtral-8x7b (d 4096, f 14336, E 8, k 2), qwen3-30b-a3b (d 2048, f 768, E 128, k 8), "
+          "olmoe-1b-7b (d 2048, f 1024, E 64, k 8). Not combinable with "
+          "--hidden/--ffn/--experts/--top_k.");
 ABSL_FLAG(std::optional<int64_t>, hidden, std::nullopt,
-          "Custom shape: hidden size d. Give all of --hidden, --ffn, --experts, --top_k.");
+          "Custom shape: hidden size d. Give all of --hidden, --ffn, --experts, --top_k (no "
+          "defaults); unset: the named shapes.");
 ABSL_FLAG(std::optional<int64_t>, ffn, std::nullopt,
           "Custom shape: per-expert FFN size f (SwiGLU experts: w_in is [E, 2f, d]).");
 ABSL_FLAG(std::optional<int64_t>, experts, std::nullopt, "Custom shape: number of experts E.");
 ABSL_FLAG(std::optional<int64_t>, top_k, std::nullopt,
           "Custom shape: experts per token k (1 <= k <= E). Also spelled --top-k.");
 ABSL_FLAG(std::string, tokens, "",
-          "Comma-separated token counts T. Default: 1,16,128,1024 on cpu (T=8192 skipped: one "
+          "Comma-separated token counts T. Unset: 1,16,128,1024 on cpu (T=8192 skipped: one "
           "forward of a named shape takes 3-30 s on a 2-core CPU; pass --tokens to include it), "
           "1,16,128,1024,8192 on cuda.");
 ABSL_FLAG(std::string, dtype, "",
-          "Expert weight dtype: f32 | bf16 | f16 (default: f32 on cpu, bf16 on cuda). The router "
+          "Expert weight dtype: f32 | bf16 | f16. Unset: f32 on cpu, bf16 on cuda. The router "
           "is f32. The CPU layer computes in f32 (half weights are widened per call); the CUDA "
           "layer computes in bf16 or f16.");
 ABSL_FLAG(bool, json, false,
@@ -71,6 +73,9 @@ ABSL_FLAG(int64_t, gemm_ceiling_size, 0,
 ABSL_FLAG(int64_t, copy_ceiling_mib, 0,
           "Copy ceiling: MiB copied per timed call (source and destination each this size). 0 = "
           "backend default: 512 cpu (far beyond the last-level cache), 1024 cuda.");
+ABSL_FLAG(int64_t, read_ceiling_mib, 0,
+          "Read ceiling: MiB read (summed, nothing written) per timed call; the ceiling of a pass "
+          "that streams its weights once. 0 = backend default: 512 cpu, 1024 cuda.");
 
 namespace moe::bench {
 namespace {
@@ -78,9 +83,23 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
+constexpr char kSummary[] =
+    "moe-bench: times the MoE layer against the backend's measured dense-GEMM, copy and read\n"
+    "ceilings and against a naive per-expert loop.\n"
+    "\n"
+    "  moe-bench                        named shapes table on the best backend\n"
+    "  moe-bench --backend cpu --hidden D --ffn F --experts E --top-k K --tokens T \\\n"
+    "            --dtype f32|bf16|f16 --json      one JSON object per case, for scripts\n"
+    "\n"
+    "Exit status: 0 success (and --help); 1 a backend failed while running; 2 a usage error (bad\n"
+    "flag, value or flag file; an explicitly requested shape that does not fit in memory).";
+
 struct BenchPlan {
   std::string backend;  // "auto", "cpu" or "cuda" as asked
   std::vector<MoEShape> shapes;
+  // Whether the shapes were asked for (--shapes or a custom shape): those must all fit, while a
+  // default run skips the named shapes that do not.
+  bool shapes_requested = false;
   std::vector<int64_t> tokens;          // empty: the backend's default list
   std::optional<kernels::DType> dtype;  // unset: the backend's default
   bool json = false;
@@ -141,6 +160,7 @@ absl::StatusOr<BenchPlan> PlanFromFlags() {
   const bool any_custom =
       hidden.has_value() || ffn.has_value() || experts.has_value() || top_k.has_value();
   const std::string shape_names = absl::GetFlag(FLAGS_shapes);
+  plan.shapes_requested = any_custom || !shape_names.empty();
   if (any_custom) {
     if (!shape_names.empty()) {
       return absl::InvalidArgumentError(
@@ -221,6 +241,12 @@ absl::StatusOr<BenchPlan> PlanFromFlags() {
         absl::StrCat("--copy_ceiling_mib=", copy_mib, " outside [1, 1048576] (0: default)"));
   }
   plan.ceilings.copy_bytes = copy_mib << 20;
+  const int64_t read_mib = absl::GetFlag(FLAGS_read_ceiling_mib);
+  if (read_mib < 0 || read_mib > (int64_t{1} << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--read_ceiling_mib=", read_mib, " outside [1, 1048576] (0: default)"));
+  }
+  plan.ceilings.read_bytes = read_mib << 20;
   plan.ceilings.warmup = 1;
   plan.ceilings.repeats = std::max(plan.run.repeats, 5);
   return plan;
@@ -266,13 +292,23 @@ int Run(BenchPlan plan) {
       plan.dtype.value_or(backend.Name() == "cpu" ? kernels::DType::kF32 : kernels::DType::kBF16);
   plan.ceilings.dtype = dtype;
   const int64_t max_tokens = *std::max_element(plan.tokens.begin(), plan.tokens.end());
+  std::vector<MoEShape> shapes;
   for (const MoEShape& shape : plan.shapes) {
-    if (absl::Status fits = backend.CheckFits(shape, dtype, max_tokens, plan.ceilings);
-        !fits.ok()) {
+    absl::Status fits = backend.CheckFits(shape, dtype, max_tokens, plan.ceilings);
+    if (fits.ok()) {
+      shapes.push_back(shape);
+    } else if (plan.shapes_requested || fits.code() != absl::StatusCode::kResourceExhausted) {
       std::cerr << "moe-bench: " << fits.message() << "\n";
       return kExitUsage;
+    } else {
+      std::cerr << "moe-bench: warning: skipping " << shape.name << ": " << fits.message() << "\n";
     }
   }
+  if (shapes.empty()) {
+    std::cerr << "moe-bench: no named shape fits in the available memory\n";
+    return kExitUsage;
+  }
+  plan.shapes = std::move(shapes);
 
   const std::optional<double> load = HostLoadAverage();
   absl::StatusOr<Ceilings> before = backend.MeasureCeilings(plan.ceilings);
@@ -340,19 +376,10 @@ int Run(BenchPlan plan) {
 }  // namespace moe::bench
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Times the MoE layer against the backend's measured dense-GEMM and copy ceilings.\n"
-      "  moe-bench                       named shapes table on the best backend\n"
-      "  moe-bench --backend cpu --hidden D --ffn F --experts E --top-k K --tokens T \\\n"
-      "            --dtype f32|bf16|f16 --json     one JSON object for scripts\n"
-      "Flag names may use '-' or '_'. Exit status 2 on usage errors, 1 on backend failures.");
-  // --help lists the flags of this file (absl's default looks for a file named after the binary).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "moe_bench_main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
+  if (moe::bench::WantsHelp(argc, argv)) {
+    std::cout << moe::bench::Usage(moe::bench::kSummary, "moe_bench_main.cc");
+    return 0;
+  }
   absl::StatusOr<moe::bench::CheckedCommandLine> line =
       moe::bench::CheckedCommandLine::Check(argc, argv);
   if (!line.ok()) {

@@ -1,6 +1,8 @@
 #include "bench/report.h"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -13,8 +15,15 @@ namespace moe::bench {
 namespace {
 
 constexpr char kCopyConvention[] =
-    "copy bandwidth counts bytes read + bytes written (STREAM Copy convention); weight GB/s "
-    "counts only bytes read";
+    "copy bandwidth counts bytes read + bytes written (STREAM Copy convention); read bandwidth "
+    "and weight GB/s count only bytes read";
+
+// "0.240 and 0.237": every measurement of one ceiling, `decimals` after the point.
+std::string JoinMeasurements(const std::vector<double>& values, int decimals) {
+  return absl::StrJoin(values, " and ", [decimals](std::string* out, double v) {
+    absl::StrAppendFormat(out, "%.*f", decimals, v);
+  });
+}
 
 }  // namespace
 
@@ -26,19 +35,23 @@ Ceilings BestCeilings(const Ceilings& before, const Ceilings& after) {
   Ceilings best;
   best.dense_gemm_tflops = std::max(before.dense_gemm_tflops, after.dense_gemm_tflops);
   best.copy_gbps = std::max(before.copy_gbps, after.copy_gbps);
+  best.read_gbps = std::max(before.read_gbps, after.read_gbps);
   best.dense_gemm_method = absl::StrCat(before.dense_gemm_method,
                                         "; best of the measurements before and after the cases");
   best.copy_method =
       absl::StrCat(before.copy_method, "; best of the measurements before and after the cases");
+  best.read_method =
+      absl::StrCat(before.read_method, "; best of the measurements before and after the cases");
   best.dense_gemm_tflops_each = {before.dense_gemm_tflops, after.dense_gemm_tflops};
   best.copy_gbps_each = {before.copy_gbps, after.copy_gbps};
+  best.read_gbps_each = {before.read_gbps, after.read_gbps};
   return best;
 }
 
 double CeilingSpread(const Ceilings& ceilings) {
   double spread = 0.0;
   for (const std::vector<double>* each :
-       {&ceilings.dense_gemm_tflops_each, &ceilings.copy_gbps_each}) {
+       {&ceilings.dense_gemm_tflops_each, &ceilings.copy_gbps_each, &ceilings.read_gbps_each}) {
     if (each->empty()) continue;
     const auto [low, high] = std::minmax_element(each->begin(), each->end());
     if (*high > 0) spread = std::max(spread, 1.0 - *low / *high);
@@ -63,6 +76,7 @@ void Derive(CaseReport& r) {
   r.dense_gemm_fraction =
       r.ceilings.dense_gemm_tflops > 0 ? r.tflops / r.ceilings.dense_gemm_tflops : 0.0;
   r.copy_bw_fraction = r.ceilings.copy_gbps > 0 ? r.weight_gbps / r.ceilings.copy_gbps : 0.0;
+  r.read_bw_fraction = r.ceilings.read_gbps > 0 ? r.weight_gbps / r.ceilings.read_gbps : 0.0;
   if (r.result.naive.has_value() && r.result.fast.median_ms > 0) {
     r.speedup_vs_naive = r.result.naive->median_ms / r.result.fast.median_ms;
   } else {
@@ -87,22 +101,22 @@ std::string TableHeader(const std::string& backend, const std::string& device,
       "%smoe-bench: backend %s on %s; host load average (1 min) at start %s\n"
       "dense GEMM ceiling: %.3f TFLOP/s, measured %s (%s)\n"
       "copy ceiling:       %.1f GB/s, measured %s (%s)\n"
+      "read ceiling:       %.1f GB/s, measured %s (%s)\n"
       "times: median and min of %d runs after %d warm-up; seed %d; %s.\n"
-      "%%gemm = TFLOP/s / dense GEMM ceiling; %%copy = weight GB/s / copy ceiling; weight GB/s = "
-      "bytes of the router + experts given >= 1 token, per median time.\n",
+      "%%gemm = TFLOP/s / dense GEMM ceiling; %%copy = weight GB/s / copy ceiling; %%read = weight "
+      "GB/s / read ceiling; weight GB/s = bytes of the router + experts given >= 1 token, per "
+      "median time.\n",
       warning, backend, device, load, ceilings.dense_gemm_tflops,
-      absl::StrJoin(ceilings.dense_gemm_tflops_each, " and ",
-                    [](std::string* out, double v) { absl::StrAppendFormat(out, "%.3f", v); }),
-      ceilings.dense_gemm_method, ceilings.copy_gbps,
-      absl::StrJoin(ceilings.copy_gbps_each, " and ",
-                    [](std::string* out, double v) { absl::StrAppendFormat(out, "%.1f", v); }),
-      ceilings.copy_method, run.repeats, run.warmup, run.seed, kCopyConvention);
+      JoinMeasurements(ceilings.dense_gemm_tflops_each, 3), ceilings.dense_gemm_method,
+      ceilings.copy_gbps, JoinMeasurements(ceilings.copy_gbps_each, 1), ceilings.copy_method,
+      ceilings.read_gbps, JoinMeasurements(ceilings.read_gbps_each, 1), ceilings.read_method,
+      run.repeats, run.warmup, run.seed, kCopyConvention);
 }
 
 std::string TableColumns() {
-  return absl::StrFormat("%-14s %5s %5s %10s %10s %8s %8s %6s %6s %4s %10s %7s", "shape", "T",
+  return absl::StrFormat("%-14s %5s %5s %10s %10s %8s %8s %6s %6s %6s %4s %10s %7s", "shape", "T",
                          "dtype", "median_ms", "min_ms", "TFLOP/s", "wt_GB/s", "%gemm", "%copy",
-                         "act", "naive_ms", "speedup");
+                         "%read", "act", "naive_ms", "speedup");
 }
 
 std::string TableRow(const CaseReport& r) {
@@ -112,11 +126,11 @@ std::string TableRow(const CaseReport& r) {
     naive_ms = absl::StrFormat("%.3f", r.result.naive->median_ms);
     speedup = absl::StrFormat("%.2fx", *r.speedup_vs_naive);
   }
-  return absl::StrFormat("%-14s %5d %5s %10.3f %10.3f %8.4f %8.2f %5.1f%% %5.1f%% %4d %10s %7s",
-                         r.shape.name, r.tokens, DTypeLabel(r.dtype), r.result.fast.median_ms,
-                         r.result.fast.min_ms, r.tflops, r.weight_gbps,
-                         100.0 * r.dense_gemm_fraction, 100.0 * r.copy_bw_fraction,
-                         r.active_experts, naive_ms, speedup);
+  return absl::StrFormat(
+      "%-14s %5d %5s %10.3f %10.3f %8.4f %8.2f %5.1f%% %5.1f%% %5.1f%% %4d %10s %7s", r.shape.name,
+      r.tokens, DTypeLabel(r.dtype), r.result.fast.median_ms, r.result.fast.min_ms, r.tflops,
+      r.weight_gbps, 100.0 * r.dense_gemm_fraction, 100.0 * r.copy_bw_fraction,
+      100.0 * r.read_bw_fraction, r.active_experts, naive_ms, speedup);
 }
 
 nlohmann::json ToJson(const CaseReport& r) {
@@ -147,6 +161,9 @@ nlohmann::json ToJson(const CaseReport& r) {
   j["copy_bw_method"] = r.ceilings.copy_method;
   j["dense_gemm_tflops_each"] = r.ceilings.dense_gemm_tflops_each;
   j["copy_bw_gbps_each"] = r.ceilings.copy_gbps_each;
+  j["read_bw_gbps"] = r.ceilings.read_gbps;
+  j["read_bw_method"] = r.ceilings.read_method;
+  j["read_bw_gbps_each"] = r.ceilings.read_gbps_each;
   j["ceiling_spread"] = CeilingSpread(r.ceilings);
   j["host_was_busy"] = CeilingSpread(r.ceilings) > kNoisyCeilingSpread;
   if (r.host_load_average.has_value()) {
@@ -156,6 +173,7 @@ nlohmann::json ToJson(const CaseReport& r) {
   }
   j["dense_gemm_fraction"] = r.dense_gemm_fraction;
   j["copy_bw_fraction"] = r.copy_bw_fraction;
+  j["read_bw_fraction"] = r.read_bw_fraction;
   j["expert_token_counts"] = r.result.expert_token_counts;
   if (r.result.naive.has_value() && r.speedup_vs_naive.has_value()) {
     j["naive_median_ms"] = r.result.naive->median_ms;

@@ -31,7 +31,8 @@ struct CaseReport {
   double tflops = 0.0;                     // flops / median
   double weight_gbps = 0.0;                // weight_bytes_read / median
   double dense_gemm_fraction = 0.0;        // tflops / dense GEMM ceiling
-  double copy_bw_fraction = 0.0;           // weight_gbps / copy ceiling
+  double copy_bw_fraction = 0.0;           // weight_gbps / copy ceiling (read + write bytes)
+  double read_bw_fraction = 0.0;           // weight_gbps / read ceiling (bytes read)
   std::optional<double> speedup_vs_naive;  // naive median / fast median
 };
 

@@ -21,7 +21,40 @@ namespace {
 // cuBLAS workspace per context; 32 MiB is what cuBLAS recommends for Hopper.
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
+#ifndef MOE_CUDA_ARCHITECTURES
+#define MOE_CUDA_ARCHITECTURES "unknown"
+#endif
+
+// Compiled for the same architectures as every other kernel of this library (one target, one
+// CMAKE_CUDA_ARCHITECTURES), so whether the device can load it says whether it can run them.
+__global__ void KernelImageProbe() {}
+
+// FAILED_PRECONDITION naming the device when this build holds neither machine code for the
+// current device's architecture nor PTX it can compile; without this check every launch would
+// fail later with "no kernel image is available". Call with the device current.
+absl::Status CheckKernelImage(const CudaDeviceInfo& info) {
+  cudaFuncAttributes attributes{};
+  const cudaError_t error =
+      cudaFuncGetAttributes(&attributes, reinterpret_cast<const void*>(&KernelImageProbe));
+  if (error == cudaSuccess) return absl::OkStatus();
+  (void)cudaGetLastError();  // not sticky; clear it for later calls
+  if (error == cudaErrorNoKernelImageForDevice || error == cudaErrorInvalidDeviceFunction ||
+      error == cudaErrorInvalidPtx || error == cudaErrorUnsupportedPtxVersion) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "CUDA device %d (%s) has compute capability %d.%d, but this build's kernels were "
+        "compiled for CUDA architectures %s only (%s); rebuild with "
+        "-DCMAKE_CUDA_ARCHITECTURES=%d%d (or add it to the list)",
+        info.index, info.name, info.compute_capability_major, info.compute_capability_minor,
+        MOE_CUDA_ARCHITECTURES, cudaGetErrorName(error), info.compute_capability_major,
+        info.compute_capability_minor));
+  }
+  return cuda_internal::CudaErrorStatus(error, "cudaFuncGetAttributes(KernelImageProbe)", __FILE__,
+                                        __LINE__);
+}
+
 }  // namespace
+
+const char* CudaBuildArchitectures() { return MOE_CUDA_ARCHITECTURES; }
 
 int CudaDeviceCount(std::string* why_none) {
   int count = 0;
@@ -145,6 +178,7 @@ absl::StatusOr<std::unique_ptr<CudaContext>> CudaContext::Create(int device) {
   impl->device = device;
   impl->info = std::move(info);
   MOE_RETURN_IF_ERROR(impl->Activate());
+  MOE_RETURN_IF_ERROR(CheckKernelImage(impl->info));
   MOE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
   MOE_CUBLAS_RETURN_IF_ERROR(cublasCreate(&impl->cublas));
   MOE_CUBLAS_RETURN_IF_ERROR(cublasSetStream(impl->cublas, impl->stream));

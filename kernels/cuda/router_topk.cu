@@ -116,8 +116,11 @@ __global__ void RouterTopKKernel(RouterTopKParams p) {
       }
     }
     if (lane == 0 && (p.router.renormalize || p.router.routed_scaling_factor != 1.0f)) {
-      const float scale = p.router.renormalize ? p.router.routed_scaling_factor / selected_sum
-                                               : p.router.routed_scaling_factor;
+      // Sigmoid scores can all underflow to 0: then there is nothing to renormalise, and
+      // dividing would turn the weights into NaN (as on the CPU).
+      const float scale = p.router.renormalize && selected_sum > 0.0f
+                              ? p.router.routed_scaling_factor / selected_sum
+                              : p.router.routed_scaling_factor;
       for (int s = 0; s < k; ++s) weights[s] *= scale;
     }
     __syncwarp();  // keys are rewritten for the next token

@@ -86,8 +86,7 @@ class CudaBackend : public MoEBackend {
     MOE_ASSIGN_OR_RETURN(
         std::unique_ptr<kernels::CudaMoELayer> layer,
         kernels::CudaMoELayer::Upload(*shared_->context, host_weights, router, options));
-    return std::unique_ptr<PreparedMoELayer>(
-        new CudaPreparedLayer(shared_, std::move(layer), host_weights, router));
+    return std::make_unique<CudaPreparedLayer>(shared_, std::move(layer), host_weights, router);
   }
 
  private:
@@ -126,8 +125,8 @@ absl::StatusOr<std::unique_ptr<MoEBackend>> CreateCudaBackend(const BackendOptio
     absl::MutexLock lock(&shared->mu);
     shared->context = std::move(context);
   }
-  return std::unique_ptr<MoEBackend>(
-      new CudaBackend(std::move(shared), options.cuda_compute_dtype, std::move(description)));
+  return std::make_unique<CudaBackend>(std::move(shared), options.cuda_compute_dtype,
+                                       std::move(description));
 }
 
 }  // namespace moe::engine

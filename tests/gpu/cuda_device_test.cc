@@ -41,6 +41,12 @@ TEST(CudaDeviceCountTest, ZeroDevicesComeWithAReason) {
 
 using CudaDeviceTest = CudaTest;
 
+TEST(CudaBuildTest, NamesItsArchitectures) {
+  // What a context's error names on a device this build cannot run on.
+  EXPECT_STRNE(CudaBuildArchitectures(), "");
+  EXPECT_STRNE(CudaBuildArchitectures(), "unknown");
+}
+
 TEST_F(CudaDeviceTest, DeviceInfoDescribesTheDevice) {
   const CudaDeviceInfo& info = context_->device_info();
   EXPECT_FALSE(info.name.empty());
@@ -148,6 +154,16 @@ TEST_F(CudaDeviceTest, CeilingsArePlausible) {
   EXPECT_GT(copy->gigabytes_per_second, 50.0);
   EXPECT_LT(copy->gigabytes_per_second, 20000.0);
   std::cout << "device copy: " << copy->gigabytes_per_second << " GB/s (read + write)\n";
+  auto read = MeasureReadBandwidth(*context_, size_t{256} << 20, 5);
+  ASSERT_THAT(read, IsOk());
+  EXPECT_GT(read->gigabytes_per_second, 50.0);
+  EXPECT_LT(read->gigabytes_per_second, 20000.0);
+  // Reading alone moves half the bytes of a copy per element of the buffer; it should not take
+  // longer per byte than the copy does.
+  EXPECT_GT(read->gigabytes_per_second, 0.5 * copy->gigabytes_per_second);
+  std::cout << "device read: " << read->gigabytes_per_second << " GB/s (read only)\n";
+  EXPECT_THAT(MeasureReadBandwidth(*context_, 1000, 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("multiple of 16")));
   for (DType dtype : {DType::kBF16, DType::kF16}) {
     auto gemm = MeasureDenseGemmRate(*context_, dtype, 4096, 5);
     ASSERT_THAT(gemm, IsOk());

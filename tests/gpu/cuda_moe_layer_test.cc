@@ -473,6 +473,39 @@ TEST_F(CudaMoELayerTest, InfiniteLogitsShareProbabilityLikeCpu) {
   }
 }
 
+TEST_F(CudaMoELayerTest, UnderflowingSigmoidScoresRenormaliseToZeroNotNaN) {
+  // Router weights of -8 on inputs of 1 give logits of -8d: every sigmoid score underflows to 0,
+  // so the chosen scores sum to 0. Renormalising must leave the weights at 0 (times the scaling
+  // factor) as RouteTopKCpu does, not divide 0 by 0; the output is then exactly 0.
+  LayerSpec spec = Spec(3, 40, 24, 8, 2);
+  spec.scoring = ScoringFunc::kSigmoid;
+  spec.renormalize = true;
+  spec.scaling = 2.5f;
+  std::mt19937_64 rng(testing::FreshSeed());
+  auto layer = MakeLayer(spec, rng);
+  std::fill(layer->router_weight.begin(), layer->router_weight.end(), -8.0f);
+  const std::vector<float> x(spec.num_tokens * spec.hidden, 1.0f);
+  auto device_layer = Upload(*context_, *layer);
+  ASSERT_THAT(device_layer, IsOk());
+  HostResults gpu(*layer, spec.num_tokens);
+  ASSERT_THAT((*device_layer)->ForwardHost(x.data(), spec.num_tokens, gpu.Outputs()), IsOk());
+  const int k = spec.top_k;
+  std::vector<int32_t> cpu_ids(spec.num_tokens * k);
+  std::vector<float> cpu_weights(spec.num_tokens * k, kNaN);
+  RouteTopKCpu(gpu.logits.data(), nullptr, spec.num_tokens, spec.num_experts, layer->router,
+               cpu_ids.data(), cpu_weights.data());
+  for (int64_t t = 0; t < spec.num_tokens; ++t) {
+    ASSERT_EQ(gpu.logits[t * spec.num_experts], -8.0f * spec.hidden) << "token " << t;
+    for (int s = 0; s < k; ++s) {
+      EXPECT_EQ(gpu.ids[t * k + s], s) << "token " << t << ": all scores tie at 0";
+      EXPECT_EQ(gpu.ids[t * k + s], cpu_ids[t * k + s]) << "token " << t;
+      EXPECT_EQ(gpu.weights[t * k + s], 0.0f) << "token " << t << " slot " << s;
+      EXPECT_EQ(gpu.weights[t * k + s], cpu_weights[t * k + s]) << "token " << t;
+    }
+  }
+  EXPECT_THAT(gpu.output, ::testing::Each(0.0f));
+}
+
 TEST_F(CudaMoELayerTest, TwentyRunsAreBitIdentical) {
   LayerSpec spec = Spec(256, 136, 72, 60, 4);
   spec.shared_ffn = 64;

@@ -52,6 +52,10 @@ struct CudaDeviceInfo {
 
 absl::StatusOr<CudaDeviceInfo> GetCudaDeviceInfo(int device);
 
+// The CUDA architectures this build's kernels were compiled for, as CMAKE_CUDA_ARCHITECTURES
+// spelled them ("90": sm_90 machine code plus compute_90 PTX for newer devices to compile).
+const char* CudaBuildArchitectures();
+
 // ---------------------------------------------------------------------------------------------
 // Context: one device, one stream, cuBLAS and cuBLASLt handles, and a scratch arena that grows
 // to the largest forward pass seen. Every operation taking a context runs on its stream, in
@@ -60,6 +64,9 @@ absl::StatusOr<CudaDeviceInfo> GetCudaDeviceInfo(int device);
 
 class CudaContext {
  public:
+  // FAILED_PRECONDITION when there is no such device or when this build's kernels cannot run
+  // on it (compiled for other architectures: the message names the device, its compute
+  // capability and CudaBuildArchitectures()); INVALID_ARGUMENT for a device index out of range.
   static absl::StatusOr<std::unique_ptr<CudaContext>> Create(int device = 0);
   ~CudaContext();
   CudaContext(const CudaContext&) = delete;
@@ -159,6 +166,18 @@ struct CopyBandwidth {
 };
 // Device-to-device cudaMemcpyAsync of `buffer_bytes`, median of `repeats`.
 absl::StatusOr<CopyBandwidth> MeasureCopyBandwidth(CudaContext& context,
+                                                   size_t buffer_bytes = size_t{1} << 30,
+                                                   int repeats = 20);
+
+struct ReadBandwidth {
+  double gigabytes_per_second = 0;  // bytes read / time, 1 GB = 1e9 B
+  double median_ms = 0;
+  size_t buffer_bytes = 0;
+};
+// A read-only stream: a kernel sums `buffer_bytes` of device memory in 16-byte loads (one
+// float per block written back), median of `repeats`. The ceiling of a pass that streams its
+// weights once: unlike the copy, no byte is written. `buffer_bytes` must be a multiple of 16.
+absl::StatusOr<ReadBandwidth> MeasureReadBandwidth(CudaContext& context,
                                                    size_t buffer_bytes = size_t{1} << 30,
                                                    int repeats = 20);
 

@@ -1,7 +1,7 @@
-// out[n, ldo] = x[n, cols] * W^T for a handful of token rows (n small), W [rows, cols] float32
-// row-major. BLAS packs the whole weight panel before multiplying, which at n = 2..16 costs
-// as much as the product itself; this kernel streams each weight row once from memory and
-// multiplies it against all n token rows while it sits in L1.
+// out[n, ldo] = x[n, cols] * W^T for a few dozen token rows at most, W [rows, cols] float32
+// row-major. BLAS packs the weight panel before multiplying, which at such row counts costs
+// about as much as the product itself; this kernel streams each block of 4 weight rows once
+// from memory and multiplies it against all n token rows while it sits in L1.
 #pragma once
 
 #include <cstdint>

@@ -22,7 +22,7 @@ TEST(SmallMGemmTest, MatchesDoubleLoopOnEveryBlockEdge) {
   constexpr double kTolerance = 1e-5;
   for (int64_t rows : {1, 2, 3, 4, 5, 7, 9, 33}) {
     for (int64_t cols : {1, 7, 8, 9, 31, 64, 130}) {
-      for (int64_t n : {1, 2, 3, 4, 5, 8, 16}) {
+      for (int64_t n : {1, 2, 3, 4, 5, 8, 16, 31, 32}) {
         const int64_t ldx = cols + 3, ldo = rows + 5;
         const auto w = testing::RandomFloats(rng, rows * cols);
         const auto x = testing::RandomFloats(rng, n * ldx);

@@ -3,15 +3,10 @@
 // independent float64 implementation computed: MoE output within relative L2 2e-2 (the bound
 // tests/fixtures/README.md states for bf16 compute on the GPU), top-k ids exactly. Skips without
 // a CUDA device.
-#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <memory>
-#include <regex>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -20,12 +15,10 @@
 #include "moe/kernels/dtype.h"
 #include "moe/kernels/moe_layer.h"
 #include "server/engine/moe_backend.h"
-#include "server/model/model_config.h"
-#include "server/model/moe_weights.h"
-#include "server/model/safetensors.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/random.h"
+#include "tests/testing/reference_fixture.h"
 #include "tests/testing/status_matchers.h"
 
 namespace moe {
@@ -37,49 +30,14 @@ using kernels::DType;
 // the GEMMs (float32 accumulation); see tests/fixtures/README.md.
 constexpr double kBf16Tolerance = 2e-2;
 
-template <typename T>
-std::vector<T> CopyTensor(const model::TensorInfo& tensor) {
-  std::vector<T> values(static_cast<size_t>(tensor.num_elements));
-  std::memcpy(values.data(), tensor.data.data(), values.size() * sizeof(T));
-  return values;
-}
-
-const model::TensorInfo& MustFind(const model::SafetensorsFile& file, const std::string& name) {
-  const model::TensorInfo* tensor = file.Find(name);
-  if (tensor == nullptr) {
-    ADD_FAILURE() << file.path() << ": reference tensor '" << name << "' missing";
-    static const model::TensorInfo kEmpty;
-    return kEmpty;
-  }
-  return *tensor;
-}
-
-// Sequence names ("seq0", "seq1", ...) that have MoE inputs in the reference file.
-std::set<std::string> ReferenceSequences(const model::SafetensorsFile& reference) {
-  std::set<std::string> sequences;
-  const std::regex pattern(R"((seq\d+)\.layers\.\d+\.moe_input)");
-  for (const auto& tensor : reference.tensors()) {
-    std::smatch match;
-    if (std::regex_match(tensor.name, match, pattern)) sequences.insert(match[1]);
-  }
-  return sequences;
-}
-
 class CudaFixtureTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaFixtureTest, EveryMoELayerMatchesReferenceInBf16) {
   MOE_SKIP_WITHOUT_CUDA();
   const std::string dir = GetParam();
-  MOE_ASSERT_OK_AND_ASSIGN(model::ModelConfig config, model::LoadModelConfig(dir));
-  MOE_ASSERT_OK_AND_ASSIGN(auto checkpoint, model::Checkpoint::Open(dir));
-  MOE_ASSERT_OK_AND_ASSIGN(auto layers, model::LoadMoELayers(*checkpoint, config));
-  ASSERT_FALSE(layers.empty()) << dir << ": no MoE layer loaded";
-  MOE_ASSERT_OK_AND_ASSIGN(auto reference,
-                           model::SafetensorsFile::Open(
-                               (std::filesystem::path(dir) / "reference.safetensors").string()));
-  const auto sequences = ReferenceSequences(*reference);
-  ASSERT_FALSE(sequences.empty()) << dir
-                                  << ": reference.safetensors has no seqS.layers.L.moe_input";
+  testing::FixtureModel fixture;
+  ASSERT_NO_FATAL_FAILURE(testing::LoadFixtureModel(dir, &fixture));
+  const model::ModelConfig& config = fixture.config;
 
   engine::BackendOptions options;
   options.choice = engine::BackendChoice::kCuda;
@@ -92,21 +50,17 @@ TEST_P(CudaFixtureTest, EveryMoELayerMatchesReferenceInBf16) {
   const int64_t num_experts = config.num_experts;
 
   int compared_layers = 0;
-  for (const auto& layer : layers) {
+  for (const auto& layer : fixture.layers) {
     MOE_ASSERT_OK_AND_ASSIGN(auto prepared, backend->PrepareLayer(layer.view(), router));
-    for (const std::string& seq : sequences) {
-      const std::string prefix = seq + ".layers." + std::to_string(layer.layer_index()) + ".";
-      SCOPED_TRACE(dir + " " + prefix);
-      const auto& input_tensor = MustFind(*reference, prefix + "moe_input");
-      ASSERT_EQ(input_tensor.dtype, DType::kF32);
-      ASSERT_EQ(input_tensor.shape.size(), 2u);
-      ASSERT_EQ(input_tensor.shape[1], d);
-      const int64_t tokens = input_tensor.shape[0];
-      const auto input = CopyTensor<float>(input_tensor);
-      const auto want_ids = CopyTensor<int32_t>(MustFind(*reference, prefix + "topk_ids"));
-      const auto want_output = CopyTensor<float>(MustFind(*reference, prefix + "moe_output"));
-      ASSERT_EQ(want_ids.size(), static_cast<size_t>(tokens * k));
-      ASSERT_EQ(want_output.size(), static_cast<size_t>(tokens * d));
+    for (const std::string& seq : fixture.sequences) {
+      SCOPED_TRACE(dir + " " + seq + " layer " + std::to_string(layer.layer_index()));
+      testing::LayerReference want;
+      ASSERT_NO_FATAL_FAILURE(
+          testing::ReadLayerReference(fixture, seq, layer.layer_index(), &want));
+      const int64_t tokens = want.tokens;
+      const auto& input = want.input;
+      const auto& want_ids = want.topk_ids;
+      const auto& want_output = want.output;
 
       // Poisoned so that an unwritten element cannot pass for a computed one.
       std::vector<float> output(tokens * d, NAN), logits(tokens * num_experts, NAN),
@@ -137,19 +91,11 @@ TEST_P(CudaFixtureTest, EveryMoELayerMatchesReferenceInBf16) {
       ++compared_layers;
     }
   }
-  EXPECT_EQ(compared_layers, static_cast<int>(layers.size() * sequences.size()));
-}
-
-std::string FolderName(const ::testing::TestParamInfo<std::string>& info) {
-  std::string name = std::filesystem::path(info.param).filename().string();
-  for (char& c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  }
-  return name;
+  EXPECT_EQ(compared_layers, static_cast<int>(fixture.layers.size() * fixture.sequences.size()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest, ::testing::ValuesIn(testing::FixtureFolders()),
-                         FolderName);
+                         testing::FixtureTestName);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CudaFixtureTest);
 
 }  // namespace

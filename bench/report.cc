@@ -144,7 +144,7 @@ nlohmann::json ToJson(const CaseReport& r) {
   j["top_k"] = r.shape.top_k;
   j["tokens"] = r.tokens;
   j["dtype"] = DTypeLabel(r.dtype);
-  j["activation"] = "swiglu";
+  j["activation"] = kernels::ActivationName(kernels::Activation::kSwiGLU);
   j["warmup"] = r.run.warmup;
   j["repeats"] = r.run.repeats;
   j["seed"] = r.run.seed;

@@ -55,20 +55,6 @@ class CudaTest : public ::testing::Test {
   std::unique_ptr<CudaContext> context_;
 };
 
-inline const char* ActivationName(Activation activation) {
-  switch (activation) {
-    case Activation::kSwiGLU:
-      return "swiglu";
-    case Activation::kGeGLU:
-      return "geglu";
-    case Activation::kReLU:
-      return "relu";
-    case Activation::kGELU:
-      return "gelu";
-  }
-  return "?";
-}
-
 // Rounds a float to the nearest value of `dtype` (kF32: unchanged).
 inline float RoundTo(DType dtype, float value) {
   switch (dtype) {

@@ -57,20 +57,6 @@ double FlooredRelativeL2(const float* actual, const float* expected, size_t coun
          std::max(std::sqrt(ref), kOutputFloor * std::sqrt(static_cast<double>(count)));
 }
 
-const char* ActivationName(Activation activation) {
-  switch (activation) {
-    case Activation::kSwiGLU:
-      return "swiglu";
-    case Activation::kGeGLU:
-      return "geglu";
-    case Activation::kReLU:
-      return "relu";
-    case Activation::kGELU:
-      return "gelu";
-  }
-  return "?";
-}
-
 struct LayerSpec {
   int64_t num_tokens = 1;
   int64_t hidden = 8;       // d

@@ -31,6 +31,21 @@ enum class Activation : uint8_t {
   kGELU,    // gelu (erf form), in_rows = f
 };
 
+// Lower-case name for logs, test traces and benchmark output ("swiglu", ...).
+inline const char* ActivationName(Activation activation) {
+  switch (activation) {
+    case Activation::kSwiGLU:
+      return "swiglu";
+    case Activation::kGeGLU:
+      return "geglu";
+    case Activation::kReLU:
+      return "relu";
+    case Activation::kGELU:
+      return "gelu";
+  }
+  return "unknown";
+}
+
 inline bool IsGated(Activation activation) {
   return activation == Activation::kSwiGLU || activation == Activation::kGeGLU;
 }

@@ -11,6 +11,14 @@ add_library(moe_openblas INTERFACE)
 target_link_libraries(moe_openblas INTERFACE ${BLAS_LIBRARIES})
 target_include_directories(moe_openblas INTERFACE ${MOE_CBLAS_INCLUDE_DIR})
 
+if(MOE_BUILD_SERVER)
+  find_package(Protobuf REQUIRED)
+  find_package(gRPC CONFIG REQUIRED)
+  find_program(MOE_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+  # Python stubs for the Python integration tests and examples (optional at build time).
+  find_program(MOE_GRPC_PYTHON_PLUGIN grpc_python_plugin)
+endif()
+
 if(MOE_BUILD_TESTS)
   find_package(GTest CONFIG REQUIRED)
 endif()

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Sets everything up and runs moe-serve's main job. Until the gRPC server lands this is the MoE
-# layer benchmark on the best available backend (CUDA when a GPU is present, else CPU); extra
-# arguments go to moe-bench (see `moe-bench --help`).
+# Sets everything up and starts moe-server on its built-in 'digits' model, listening for gRPC
+# on 0.0.0.0:8001 (CUDA when a GPU is present, else CPU). Extra arguments go to moe-server
+# (see `moe-server --help`), e.g. scripts/run.sh --model mlp=/models/my-moe-mlp.
+# Stop it with Ctrl-C or SIGTERM: it finishes the requests it accepted, then exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
-exec "${BUILD_DIR:-build}/bench/moe-bench" "$@"
+exec "${BUILD_DIR:-build}/server/moe-server" "$@"

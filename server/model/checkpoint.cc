@@ -386,6 +386,16 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   return checkpoint;
 }
 
+std::unique_ptr<Checkpoint> Checkpoint::FromFile(std::unique_ptr<SafetensorsFile> file) {
+  auto checkpoint = absl::WrapUnique(new Checkpoint());
+  checkpoint->path_ = file->path();
+  for (const TensorInfo& info : file->tensors()) {
+    checkpoint->tensors_.emplace(info.name, std::make_pair(&info, file.get()));
+  }
+  checkpoint->files_.push_back(std::move(file));
+  return checkpoint;
+}
+
 absl::StatusOr<const TensorInfo*> Checkpoint::Get(const std::string& name) const {
   const auto it = tensors_.find(name);
   if (it == tensors_.end()) {

@@ -31,6 +31,10 @@ class Checkpoint {
   // or a .safetensors file.
   static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& path);
 
+  // A checkpoint of one already-opened file (an in-memory image from
+  // SafetensorsFile::FromBytes, say); path() is the file's path().
+  static std::unique_ptr<Checkpoint> FromFile(std::unique_ptr<SafetensorsFile> file);
+
   Checkpoint(const Checkpoint&) = delete;
   Checkpoint& operator=(const Checkpoint&) = delete;
 

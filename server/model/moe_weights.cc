@@ -211,7 +211,8 @@ std::vector<std::string> ExpectedMoETensorNames(const ModelConfig& config, int64
 }
 
 absl::StatusOr<MoELayerWeights> MoELayerWeights::Load(const Checkpoint& checkpoint,
-                                                      const ModelConfig& config, int64_t layer) {
+                                                      const ModelConfig& config, int64_t layer,
+                                                      LoadProgressTracker& progress) {
   const LayerTensorNames names = NamesFor(config, layer);
   const std::vector<std::string> expected = Flatten(names);
 
@@ -316,6 +317,7 @@ absl::StatusOr<MoELayerWeights> MoELayerWeights::Load(const Checkpoint& checkpoi
   // The router (and the shared-expert gate) are widened to float32 so routing selects exactly
   // the experts the reference selects; widening bf16/f16 is exact.
   WidenTensor(*router, weights.router_weight_.data());
+  progress.TensorDone(router->data.size());
 
   // w_in[e] = [gate rows (f); up rows (f)], w_out[e] = down: one grouped GEMM covers gate and up
   // of an expert with a fixed stride between experts.
@@ -324,18 +326,22 @@ absl::StatusOr<MoELayerWeights> MoELayerWeights::Load(const Checkpoint& checkpoi
     CopyInto(weights.w_in_, in_offset, *experts[expert][0]);
     CopyInto(weights.w_in_, in_offset + projection_bytes, *experts[expert][1]);
     CopyInto(weights.w_out_, static_cast<size_t>(expert) * projection_bytes, *experts[expert][2]);
+    for (const TensorInfo* tensor : experts[expert]) progress.TensorDone(tensor->data.size());
   }
   if (names.has_shared_expert) {
     CopyInto(weights.shared_w_in_, 0, *shared[0]);
     CopyInto(weights.shared_w_in_, shared[0]->data.size(), *shared[1]);
     CopyInto(weights.shared_w_out_, 0, *shared[2]);
     WidenTensor(*shared_gate, weights.shared_gate_.data());
+    for (const TensorInfo* tensor : shared) progress.TensorDone(tensor->data.size());
+    progress.TensorDone(shared_gate->data.size());
   }
   return weights;
 }
 
 absl::StatusOr<std::vector<MoELayerWeights>> LoadMoELayers(const Checkpoint& checkpoint,
-                                                           const ModelConfig& config) {
+                                                           const ModelConfig& config,
+                                                           const LoadProgressCallback& progress) {
   // ParseModelConfig guarantees these; a hand-built config might not.
   if (config.hidden_size <= 0 || config.moe_intermediate_size <= 0 || config.num_experts <= 0 ||
       config.shared_expert_intermediate_size < 0 ||
@@ -347,9 +353,21 @@ absl::StatusOr<std::vector<MoELayerWeights>> LoadMoELayers(const Checkpoint& che
         config.layer_is_moe.size(), " layer flags for ", config.num_layers,
         " layers; build it with ParseModelConfig"));
   }
+  // Totals for progress reports: the tensors every MoE layer reads (absent ones count as zero
+  // bytes; Load reports them as missing).
+  int64_t total_tensors = 0;
+  uint64_t total_bytes = 0;
+  for (const int64_t layer : config.MoELayerIndices()) {
+    for (const std::string& name : ExpectedMoETensorNames(config, layer)) {
+      ++total_tensors;
+      if (checkpoint.Contains(name)) total_bytes += (*checkpoint.Get(name))->data.size();
+    }
+  }
+  LoadProgressTracker tracker(total_tensors, total_bytes, progress);
   std::vector<MoELayerWeights> layers;
   for (const int64_t layer : config.MoELayerIndices()) {
-    MOE_ASSIGN_OR_RETURN(MoELayerWeights weights, MoELayerWeights::Load(checkpoint, config, layer));
+    MOE_ASSIGN_OR_RETURN(MoELayerWeights weights,
+                         MoELayerWeights::Load(checkpoint, config, layer, tracker));
     layers.push_back(std::move(weights));
   }
   return layers;

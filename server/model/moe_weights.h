@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "moe/kernels/moe_layer.h"
 #include "server/model/checkpoint.h"
+#include "server/model/load_progress.h"
 #include "server/model/model_config.h"
 #include "server/model/safetensors.h"
 
@@ -26,10 +27,12 @@ class MoELayerWeights {
 
  private:
   friend absl::StatusOr<std::vector<MoELayerWeights>> LoadMoELayers(const Checkpoint&,
-                                                                    const ModelConfig&);
-  // Reads, checks and packs layer `layer`'s MoE block.
+                                                                    const ModelConfig&,
+                                                                    const LoadProgressCallback&);
+  // Reads, checks and packs layer `layer`'s MoE block, counting each tensor in `progress`.
   static absl::StatusOr<MoELayerWeights> Load(const Checkpoint& checkpoint,
-                                              const ModelConfig& config, int64_t layer);
+                                              const ModelConfig& config, int64_t layer,
+                                              LoadProgressTracker& progress);
 
   int64_t layer_index_ = 0;
   kernels::MoELayerWeightsView shape_;  // sizes, activation and dtype; pointers unset
@@ -48,8 +51,13 @@ std::vector<std::string> ExpectedMoETensorNames(const ModelConfig& config, int64
 
 // Loads every MoE layer. Every tensor's shape and dtype is checked against the config; a
 // missing tensor is NOT_FOUND listing the names that layer expects; expert weights must share
-// one dtype among F32, BF16, F16.
+// one dtype among F32, BF16, F16. `progress`, when set, is told after each tensor is packed.
 absl::StatusOr<std::vector<MoELayerWeights>> LoadMoELayers(const Checkpoint& checkpoint,
-                                                           const ModelConfig& config);
+                                                           const ModelConfig& config,
+                                                           const LoadProgressCallback& progress);
+inline absl::StatusOr<std::vector<MoELayerWeights>> LoadMoELayers(const Checkpoint& checkpoint,
+                                                                  const ModelConfig& config) {
+  return LoadMoELayers(checkpoint, config, LoadProgressCallback());
+}
 
 }  // namespace moe::model

@@ -30,6 +30,13 @@ MATCHER_P2(StatusIs, code, message_matcher, "") {
                                        result_listener);
 }
 
+// StatusIs(absl::StatusCode::kNotFound): any message.
+MATCHER_P(StatusIs, code, "") {
+  const absl::Status& status = ::moe::testing::GetStatus(arg);
+  *result_listener << "status: " << status.ToString();
+  return status.code() == code;
+}
+
 }  // namespace moe::testing
 
 #define MOE_ASSERT_OK(expr) ASSERT_THAT((expr), ::moe::testing::IsOk())

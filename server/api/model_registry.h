@@ -1,0 +1,56 @@
+// The models this process serves, by name: declared at start-up (loading), then ready with
+// their batch scheduler. Readiness and drain state live here so every service agrees on them.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/scheduler/batch_scheduler.h"
+
+namespace moe::api {
+
+class ModelRegistry {
+ public:
+  ModelRegistry() = default;
+  ModelRegistry(const ModelRegistry&) = delete;
+  ModelRegistry& operator=(const ModelRegistry&) = delete;
+
+  // Announces a model that is still loading (listed, not ready). ALREADY_EXISTS on a repeat.
+  absl::Status Declare(const std::string& name);
+  // Makes a declared model ready.
+  absl::Status SetLoaded(const std::string& name,
+                         std::unique_ptr<scheduler::BatchScheduler> scheduler);
+
+  // The scheduler of a ready model. NOT_FOUND for a name this server does not serve (listing
+  // the ones it does), UNAVAILABLE while that model loads or the server drains.
+  absl::StatusOr<scheduler::BatchScheduler*> FindReady(const std::string& name) const;
+  // A loaded model's scheduler whatever the drain state (metadata is served while draining);
+  // NOT_FOUND / UNAVAILABLE as above.
+  absl::StatusOr<scheduler::BatchScheduler*> FindLoaded(const std::string& name) const;
+
+  bool IsReady(const std::string& name) const;
+  // Every declared model loaded and not draining.
+  bool AllReady() const;
+  bool draining() const;
+  std::vector<std::string> Names() const;
+
+  // Refuses new inference from now on; queued work still runs.
+  void BeginDrain();
+  // Finishes every model's queued and running work, up to `timeout` in all. Returns true when
+  // no accepted request had to be failed.
+  bool FinishDrain(absl::Duration timeout);
+
+ private:
+  mutable absl::Mutex mu_;
+  // nullptr while loading.
+  std::map<std::string, std::unique_ptr<scheduler::BatchScheduler>> models_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace moe::api

@@ -1,0 +1,253 @@
+// moe-server: serves MoE models over gRPC (KServe v2, moe.v1, health, reflection) with
+// continuous batching. Flags are parsed here and handed down as option structs.
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "server/api/grpc_server.h"
+#include "server/api/model_registry.h"
+#include "server/command_line.h"
+#include "server/common/logging.h"
+#include "server/engine/model_loader.h"
+#include "server/engine/moe_backend.h"
+#include "server/scheduler/batch_scheduler.h"
+#include "server/shutdown_signal.h"
+
+ABSL_FLAG(std::string, address, "0.0.0.0:8001",
+          "Where to listen for gRPC, HOST:PORT. Port 0 picks a free port (logged at start-up).");
+ABSL_FLAG(std::string, model, "",
+          "A model to serve, NAME=DIR (or DIR, named after its last path component): a directory "
+          "with config.json and safetensors weights (MoEMLP, or a Mixtral / OLMoE / Qwen2-MoE / "
+          "Qwen3-MoE checkpoint). Repeat to serve several. Without any, the built-in 'digits' "
+          "model is served.");
+ABSL_FLAG(std::string, backend, "auto",
+          "Compute backend: auto (CUDA when a usable GPU is present, else CPU), cpu, or cuda.");
+ABSL_FLAG(int, cuda_device, 0, "CUDA device ordinal used by the cuda backend.");
+ABSL_FLAG(int64_t, max_batch_tokens, 256,
+          "Most rows (tokens) in one batch; also the most rows one request may carry.");
+ABSL_FLAG(int64_t, max_queue_delay_us, 0,
+          "How long, in microseconds, queued work may be held back to fill a batch. 0 runs "
+          "whatever is queued at once.");
+ABSL_FLAG(int64_t, max_queue, 1024,
+          "Most requests waiting per model; past it new requests get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "On SIGTERM/SIGINT, how long queued and running requests may take to finish before "
+          "the rest are failed and the server exits (e.g. 30s, 2m).");
+ABSL_FLAG(int64_t, max_message_bytes, 64 << 20,
+          "Largest gRPC request message accepted, in bytes; a larger one gets "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(std::string, log_level, "info",
+          "Least severe log level written: debug, info, "
+          "warning or error.");
+
+namespace moe::server {
+namespace {
+
+constexpr char kBuiltinModelName[] = "digits";
+
+constexpr char kSummary[] =
+    "moe-server: serves Mixture-of-Experts models over gRPC with continuous batching.\n"
+    "\n"
+    "  moe-server                                  serve the built-in 'digits' model on :8001\n"
+    "  moe-server --model mlp=/models/my-moe-mlp   serve a checkpoint directory\n"
+    "\n"
+    "APIs: inference.GRPCInferenceService (KServe v2 / Triton clients), moe.v1.MoEService,\n"
+    "grpc.health.v1.Health (\"\" and each model name), server reflection.\n"
+    "SIGTERM/SIGINT: stop accepting, finish queued work (--drain-timeout), exit 0.";
+
+const std::vector<FlagUsage> kFlagUsage = {
+    {"address", "HOST:PORT"}, {"model", "NAME=DIR"},         {"backend", "auto|cpu|cuda"},
+    {"cuda_device", "N"},     {"max_batch_tokens", "N"},     {"max_queue_delay_us", "N"},
+    {"max_queue", "N"},       {"drain_timeout", "DURATION"}, {"max_message_bytes", "N"},
+    {"log_level", "LEVEL"},
+};
+
+struct ModelSpec {
+  std::string name;
+  std::string dir;  // empty for the built-in model
+};
+
+absl::StatusOr<ModelSpec> ParseModelSpec(const std::string& text) {
+  ModelSpec spec;
+  const size_t equals = text.find('=');
+  if (equals == std::string::npos) {
+    spec.dir = text;
+    std::string trimmed = text;
+    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+    spec.name =
+        trimmed.substr(trimmed.rfind('/') == std::string::npos ? 0 : trimmed.rfind('/') + 1);
+  } else {
+    spec.name = text.substr(0, equals);
+    spec.dir = text.substr(equals + 1);
+  }
+  if (spec.dir.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--model '", text, "': no directory given (expected NAME=DIR)"));
+  }
+  if (spec.name.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--model '", text, "': empty model name"));
+  }
+  for (char c : spec.name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--model '", text, "': model names may hold letters, digits, '-', '_' and '.'"));
+    }
+  }
+  return spec;
+}
+
+absl::StatusOr<common::LogLevel> ParseLogLevel(const std::string& text) {
+  if (text == "debug") return common::LogLevel::kDebug;
+  if (text == "info") return common::LogLevel::kInfo;
+  if (text == "warning") return common::LogLevel::kWarning;
+  if (text == "error") return common::LogLevel::kError;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--log-level '", text, "': expected debug, info, warning or error"));
+}
+
+int Fail(const absl::Status& status, int exit_code) {
+  std::fprintf(stderr, "moe-server: %s\n", std::string(status.message()).c_str());
+  return exit_code;
+}
+
+int Run(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  NormalizeFlagNames(&args);
+  if (WantsHelp(args)) {
+    std::printf("%s", UsageText(kSummary, kFlagUsage).c_str());
+    return 0;
+  }
+  const std::vector<std::string> model_texts = ExtractRepeatedFlag(&args, "model");
+  std::vector<char*> absl_argv;
+  for (std::string& arg : args) absl_argv.push_back(arg.data());
+  const std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(absl_argv.size()), absl_argv.data());
+  if (positional.size() > 1) {
+    return Fail(absl::InvalidArgumentError(
+                    absl::StrCat("unexpected argument '", positional[1], "' (see --help)")),
+                2);
+  }
+
+  absl::StatusOr<common::LogLevel> log_level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!log_level.ok()) return Fail(log_level.status(), 2);
+  common::SetMinLogLevel(*log_level);
+
+  std::vector<ModelSpec> specs;
+  for (const std::string& text : model_texts) {
+    absl::StatusOr<ModelSpec> spec = ParseModelSpec(text);
+    if (!spec.ok()) return Fail(spec.status(), 2);
+    specs.push_back(*spec);
+  }
+  if (specs.empty()) specs.push_back({kBuiltinModelName, ""});
+
+  absl::StatusOr<engine::BackendChoice> backend_choice =
+      engine::ParseBackendChoice(absl::GetFlag(FLAGS_backend));
+  if (!backend_choice.ok()) return Fail(backend_choice.status(), 2);
+
+  const scheduler::SchedulerOptions scheduler_options{
+      .max_batch_rows = absl::GetFlag(FLAGS_max_batch_tokens),
+      .max_queue_delay = absl::Microseconds(absl::GetFlag(FLAGS_max_queue_delay_us)),
+      .max_queue_requests = absl::GetFlag(FLAGS_max_queue),
+  };
+  if (scheduler_options.max_batch_rows < 1 || scheduler_options.max_queue_requests < 1 ||
+      scheduler_options.max_queue_delay < absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--max-batch-tokens and --max-queue must be at least "
+                                           "1, --max-queue-delay-us at least 0"),
+                2);
+  }
+  const absl::Duration drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  if (drain_timeout < absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--drain-timeout must not be negative"), 2);
+  }
+
+  ShutdownSignal shutdown;
+  if (absl::Status installed = shutdown.Install(); !installed.ok()) return Fail(installed, 1);
+
+  api::ModelRegistry registry;
+  for (const ModelSpec& spec : specs) {
+    if (absl::Status declared = registry.Declare(spec.name); !declared.ok()) {
+      return Fail(declared, 2);
+    }
+  }
+
+  // Listen first: liveness answers at once, readiness stays false until every model loads.
+  absl::StatusOr<std::unique_ptr<api::GrpcServer>> server =
+      api::GrpcServer::Start({.address = absl::GetFlag(FLAGS_address),
+                              .max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes),
+                              .server_version = MOE_VERSION},
+                             &registry);
+  if (!server.ok()) return Fail(server.status(), 1);
+  common::LogInfo("listening", {{"address", (*server)->address()}, {"ready", "false"}});
+
+  absl::StatusOr<std::unique_ptr<engine::MoEBackend>> backend = engine::CreateBackend(
+      {.choice = *backend_choice, .cuda_device = absl::GetFlag(FLAGS_cuda_device)});
+  if (!backend.ok()) return Fail(backend.status(), 1);
+
+  for (const ModelSpec& spec : specs) {
+    if (shutdown.received()) break;
+    absl::StatusOr<std::unique_ptr<engine::ServableModel>> model =
+        spec.dir.empty() ? engine::LoadBuiltinModel(**backend)
+                         : engine::LoadModelFromDirectory(spec.name, spec.dir, **backend);
+    if (!model.ok()) {
+      return Fail(absl::Status(model.status().code(),
+                               absl::StrCat("cannot load model '", spec.name, "' from ",
+                                            spec.dir.empty() ? "the built-in data" : spec.dir, ": ",
+                                            model.status().message())),
+                  1);
+    }
+    const engine::ModelDescription description = (*model)->description();
+    absl::StatusOr<std::unique_ptr<scheduler::BatchScheduler>> scheduler =
+        scheduler::BatchScheduler::Create(std::move(*model), scheduler_options);
+    if (!scheduler.ok()) return Fail(scheduler.status(), 1);
+    if (absl::Status loaded = registry.SetLoaded(spec.name, std::move(*scheduler)); !loaded.ok()) {
+      return Fail(loaded, 1);
+    }
+    common::LogInfo("model ready",
+                    {{"model", spec.name},
+                     {"architecture", description.architecture},
+                     {"source", spec.dir.empty() ? std::string("built-in") : spec.dir},
+                     {"backend", description.backend},
+                     {"device", description.device},
+                     {"tensor_inference", description.tensor_servable ? "yes" : "no"}});
+  }
+
+  if (!shutdown.received()) {
+    (*server)->UpdateHealth();
+    common::LogInfo("serving",
+                    {{"address", (*server)->address()},
+                     {"models", absl::StrJoin(registry.Names(), ",")},
+                     {"max_batch_tokens", absl::StrCat(scheduler_options.max_batch_rows)},
+                     {"max_queue", absl::StrCat(scheduler_options.max_queue_requests)},
+                     {"max_queue_delay_us",
+                      absl::StrCat(absl::ToInt64Microseconds(scheduler_options.max_queue_delay))}});
+    shutdown.Wait();
+  }
+
+  // Drain: refuse new work, finish what was accepted, then stop listening.
+  common::LogInfo("draining", {{"signal", shutdown.signal_name()},
+                               {"drain_timeout", absl::FormatDuration(drain_timeout)}});
+  registry.BeginDrain();
+  (*server)->UpdateHealth();
+  const absl::Time drain_start = absl::Now();
+  const bool clean = registry.FinishDrain(drain_timeout);
+  // Completed requests' responses are on their way; give them a moment to be written.
+  (*server)->Shutdown(absl::Now() + absl::Seconds(5));
+  common::LogInfo("stopped", {{"drained_in", absl::FormatDuration(absl::Now() - drain_start)},
+                              {"all_requests_answered", clean ? "true" : "false"}});
+  return 0;
+}
+
+}  // namespace
+}  // namespace moe::server
+
+int main(int argc, char** argv) { return moe::server::Run(argc, argv); }

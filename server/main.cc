@@ -53,8 +53,6 @@ ABSL_FLAG(std::string, log_level, "info",
 namespace moe::server {
 namespace {
 
-constexpr char kBuiltinModelName[] = "digits";
-
 constexpr char kSummary[] =
     "moe-server: serves Mixture-of-Experts models over gRPC with continuous batching.\n"
     "\n"
@@ -148,7 +146,7 @@ int Run(int argc, char** argv) {
     if (!spec.ok()) return Fail(spec.status(), 2);
     specs.push_back(*spec);
   }
-  if (specs.empty()) specs.push_back({kBuiltinModelName, ""});
+  if (specs.empty()) specs.push_back({engine::kBuiltinModelName, ""});
 
   absl::StatusOr<engine::BackendChoice> backend_choice =
       engine::ParseBackendChoice(absl::GetFlag(FLAGS_backend));

@@ -156,7 +156,7 @@ if command -v ninja >/dev/null && [[ ! -f $build_dir/CMakeCache.txt ]]; then
 fi
 if run_logged "$logs/configure.log" cmake -S "$root" -B "$build_dir" "${generator[@]}" \
     -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$arch" \
-    -DMOE_BUILD_TESTS=ON -DMOE_BUILD_BENCH=ON "${cmake_deps[@]}"; then
+    -DMOE_BUILD_TESTS=ON -DMOE_BUILD_BENCH=ON -DMOE_BUILD_SERVER=OFF "${cmake_deps[@]}"; then
   record configure PASS "$elapsed" "MOE_CUDA=ON, architectures $arch"
 else
   record configure FAIL "$elapsed" "see $logs/configure.log"

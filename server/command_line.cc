@@ -31,32 +31,46 @@ void AppendWrapped(std::string* out, absl::string_view text, size_t indent, size
   absl::StrAppend(out, "\n");
 }
 
+// Where the flag name starts in `arg` (after `--` or `-`, both of which absl accepts); 0 when
+// `arg` is not a flag.
+size_t FlagNameStart(const std::string& arg) {
+  if (arg.size() >= 3 && arg[0] == '-' && arg[1] == '-') return 2;
+  if (arg.size() >= 2 && arg[0] == '-' && arg[1] != '-') return 1;
+  return 0;
+}
+
 }  // namespace
 
 void NormalizeFlagNames(std::vector<std::string>* args) {
   for (size_t i = 1; i < args->size(); ++i) {
     std::string& arg = (*args)[i];
     if (arg == "--") break;
-    if (arg.size() < 3 || arg[0] != '-' || arg[1] != '-') continue;
+    const size_t name_start = FlagNameStart(arg);
+    if (name_start == 0) continue;
     const size_t name_end = std::min(arg.find('='), arg.size());
-    std::replace(arg.begin() + 2, arg.begin() + static_cast<std::ptrdiff_t>(name_end), '-', '_');
+    std::replace(arg.begin() + static_cast<std::ptrdiff_t>(name_start),
+                 arg.begin() + static_cast<std::ptrdiff_t>(name_end), '-', '_');
   }
 }
 
 std::vector<std::string> ExtractRepeatedFlag(std::vector<std::string>* args,
                                              std::string_view name) {
-  const std::string bare = absl::StrCat("--", std::string(name));
-  const std::string with_value = absl::StrCat(bare, "=");
   std::vector<std::string> values;
   std::vector<std::string> rest;
+  bool flags_ended = false;
   for (size_t i = 0; i < args->size(); ++i) {
     const std::string& arg = (*args)[i];
-    if (i > 0 && arg == bare) {
-      values.push_back(i + 1 < args->size() ? (*args)[++i] : std::string());
-    } else if (i > 0 && absl::StartsWith(arg, with_value)) {
-      values.push_back(arg.substr(with_value.size()));
-    } else {
+    const size_t name_start = i == 0 || flags_ended ? 0 : FlagNameStart(arg);
+    flags_ended = flags_ended || (i > 0 && arg == "--");
+    const std::string_view flag_name =
+        name_start == 0 ? std::string_view()
+                        : std::string_view(arg).substr(name_start, arg.find('=') - name_start);
+    if (name_start == 0 || flag_name != name) {
       rest.push_back(arg);
+    } else if (arg.find('=') != std::string::npos) {
+      values.push_back(arg.substr(arg.find('=') + 1));
+    } else {
+      values.push_back(i + 1 < args->size() ? (*args)[++i] : std::string());
     }
   }
   *args = std::move(rest);

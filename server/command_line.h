@@ -9,11 +9,12 @@
 
 namespace moe::server {
 
-// Rewrites `--max-batch-tokens=8` as `--max_batch_tokens=8` (names only, never values; stops
-// at a bare `--`).
+// Rewrites `--max-batch-tokens=8` as `--max_batch_tokens=8` (and `-max-batch-tokens`, which
+// absl accepts too; names only, never values; stops at a bare `--`).
 void NormalizeFlagNames(std::vector<std::string>* args);
 
-// Removes every `--name=value` and `--name value` from `args` and returns the values in order.
+// Removes every `--name=value`, `--name value`, `-name=value` and `-name value` from `args`
+// and returns the values in order.
 // A trailing `--name` with no value yields an empty value (reported by the caller).
 std::vector<std::string> ExtractRepeatedFlag(std::vector<std::string>* args, std::string_view name);
 

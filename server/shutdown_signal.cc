@@ -33,10 +33,14 @@ absl::Status ShutdownSignal::Install() {
   }
   g_signal_pipe_read = fds[0];
   g_signal_pipe_write = fds[1];
+  // A handler must never block: a full pipe just drops the byte.
+  fcntl(g_signal_pipe_write, F_SETFL, fcntl(g_signal_pipe_write, F_GETFL) | O_NONBLOCK);
   struct sigaction action {};
   action.sa_handler = OnShutdownSignal;
   sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
+  // One-shot: the first signal starts the drain, a second one takes the default action and
+  // ends the process at once (an operator's way out of a drain that hangs).
+  action.sa_flags = SA_RESTART | SA_RESETHAND;
   for (int signal_number : {SIGTERM, SIGINT}) {
     if (sigaction(signal_number, &action, nullptr) != 0) {
       return absl::InternalError(absl::StrCat("sigaction: ", std::strerror(errno)));

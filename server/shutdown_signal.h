@@ -1,6 +1,7 @@
 // SIGTERM / SIGINT as an event the main thread can wait for. The handler only writes a byte to
 // a pipe (async-signal-safe, whichever thread the kernel picks, including threads libraries
-// started before main); a watcher thread reads it and raises the event.
+// started before main); a watcher thread reads it and raises the event. A second signal
+// terminates the process at once.
 #pragma once
 
 #include <atomic>

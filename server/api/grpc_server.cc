@@ -1,5 +1,6 @@
 #include "server/api/grpc_server.h"
 
+#include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
@@ -34,6 +35,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   builder.RegisterService(&server->kserve_service_);
   builder.RegisterService(&server->moe_service_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  // gRPC sets SO_REUSEPORT by default, so a second server on a busy port would start and
+  // silently take half the connections; a busy port must be an error instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Responses are not capped: they echo the request id and their size follows the request's.
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
@@ -52,6 +56,7 @@ GrpcServer::~GrpcServer() {
 }
 
 void GrpcServer::UpdateHealth() {
+  if (server_ == nullptr) return;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   if (health == nullptr) return;
   health->SetServingStatus("", registry_->AllReady());
@@ -61,7 +66,7 @@ void GrpcServer::UpdateHealth() {
 }
 
 void GrpcServer::Shutdown(absl::Time deadline) {
-  if (shut_down_) return;
+  if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
   if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
     health->Shutdown();  // every service NOT_SERVING from now on

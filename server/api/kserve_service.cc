@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <new>
 #include <utility>
 
 #include "absl/status/statusor.h"
@@ -63,7 +64,14 @@ class InferCall final : public grpc::ServerUnaryReactor {
     auto request = std::make_unique<InferenceRequest>(
         std::move(input), shared->rows, shared->want_routing(), deadline, shared->priority,
         [this, shared, &model](absl::Status status, InferenceResult result) {
-          if (status.ok()) BuildInferResponse(*request_, *shared, model, result, response_);
+          if (status.ok()) {
+            try {
+              BuildInferResponse(*request_, *shared, model, result, response_);
+            } catch (const std::bad_alloc&) {
+              response_->Clear();
+              status = absl::ResourceExhaustedError("out of memory building the response");
+            }
+          }
           Finish(ToGrpcStatus(status));
         });
 

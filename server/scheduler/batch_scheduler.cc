@@ -39,6 +39,13 @@ BatchScheduler::~BatchScheduler() {
 }
 
 absl::StatusOr<RequestTicket> BatchScheduler::Submit(std::unique_ptr<InferenceRequest> request) {
+  if (request->num_rows() < 1 ||
+      request->input().size() !=
+          static_cast<size_t>(request->num_rows()) * static_cast<size_t>(model().input_width)) {
+    return absl::InvalidArgumentError(absl::StrCat("request holds ", request->input().size(),
+                                                   " values for ", request->num_rows(),
+                                                   " rows of width ", model().input_width));
+  }
   if (request->num_rows() > options_.max_batch_rows) {
     return absl::InvalidArgumentError(absl::StrCat(
         "request has ", request->num_rows(), " rows; model '", model().name, "' takes at most ",
@@ -202,13 +209,20 @@ void BatchScheduler::RunBatch(std::vector<std::unique_ptr<InferenceRequest>>& ba
   for (auto& request : batch) {
     const int64_t n = request->num_rows();
     InferenceResult result;
-    result.output.assign(batch_output_.begin() + offset * out_width,
-                         batch_output_.begin() + (offset + n) * out_width);
-    if (request->want_routing()) {
-      result.topk_ids.assign(batch_topk_ids_.begin() + offset * routing_width,
-                             batch_topk_ids_.begin() + (offset + n) * routing_width);
-      result.topk_weights.assign(batch_topk_weights_.begin() + offset * routing_width,
-                                 batch_topk_weights_.begin() + (offset + n) * routing_width);
+    try {
+      result.output.assign(batch_output_.begin() + offset * out_width,
+                           batch_output_.begin() + (offset + n) * out_width);
+      if (request->want_routing()) {
+        result.topk_ids.assign(batch_topk_ids_.begin() + offset * routing_width,
+                               batch_topk_ids_.begin() + (offset + n) * routing_width);
+        result.topk_weights.assign(batch_topk_weights_.begin() + offset * routing_width,
+                                   batch_topk_weights_.begin() + (offset + n) * routing_width);
+      }
+    } catch (const std::bad_alloc&) {
+      request->Complete(absl::ResourceExhaustedError("out of memory for this request's result"),
+                        {});
+      offset += n;
+      continue;
     }
     result.queue_time = start - request->enqueue_time();
     result.compute_time = end - start;

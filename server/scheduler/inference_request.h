@@ -25,7 +25,8 @@ struct InferenceResult {
 };
 
 // Called exactly once per accepted request, on the scheduler thread (or on the thread that
-// drains or aborts the queue). Must not block: it hands the result to the RPC layer.
+// drains or aborts the queue). Must not block and must not throw: it hands the result to the
+// RPC layer.
 using Completion = absl::AnyInvocable<void(absl::Status status, InferenceResult result)>;
 
 // Smallest priority level is served first. Level 0 is what requests get when they name no

@@ -195,6 +195,10 @@ TEST_F(KServeServiceTest, DeadlineInTheQueueIsExceededAndNeverComputed) {
   inference::ModelInferResponse response;
   const grpc::Status late = Infer(MakeRequest(1, 99), &response, absl::Milliseconds(50));
   EXPECT_EQ(late.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The server's deadline runs from the call's arrival, a little after the client's start:
+  // wait until the call has left the queue (cancelled by gRPC at its deadline) before the
+  // model may take another batch.
+  AwaitQueued(0);
   model_->Release();
   running.done.WaitForNotification();
   ASSERT_TRUE(Infer(MakeRequest(1, 3), &response).ok());

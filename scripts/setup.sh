@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package moe-serve needs to build, test and run. Idempotent: packages
-# already present are left alone, and apt is only called when something is missing.
+# Installs every Debian package moe-serve needs to build, test and run, then the Python
+# virtual environment of the client-compatibility tests (scripts/setup_python.sh). Idempotent:
+# packages already present are left alone, and apt is only called when something is missing.
 # The CUDA toolkit is not a Debian package here: it is picked up from /usr/local/cuda when
 # present (nvcc), and the build goes CPU-only without it.
 set -euo pipefail
@@ -12,6 +13,9 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   prometheus-cpp-dev
+  # Python integration tests: Debian's interpreter with grpcio, protobuf and numpy, and venv
+  # for the stock Triton client from PyPI.
+  python3 python3-grpcio python3-protobuf python3-numpy python3-venv
 )
 
 missing=()
@@ -23,7 +27,7 @@ done
 
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#packages[@]} packages present"
-  exit 0
+  exec "$(dirname "$0")/setup_python.sh"
 fi
 
 echo "setup: installing ${missing[*]}"
@@ -39,3 +43,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+exec "$(dirname "$0")/setup_python.sh"

@@ -1,0 +1,25 @@
+# ctest fixture: makes the synthetic MoEMLP test model with moe-make-synthetic, once. The model
+# is made again only when the arguments or the tool changed since (a stamp beside it records
+# both).
+#   cmake -DTOOL=<moe-make-synthetic> -DOUT=<dir> "-DARGS=--input-dim;64;..." -P this file
+if(NOT EXISTS "${TOOL}")
+  message(FATAL_ERROR "${TOOL} does not exist: build the moe-make-synthetic target first")
+endif()
+file(TIMESTAMP "${TOOL}" tool_time "%s" UTC)
+set(stamp_text "${ARGS}\n${tool_time}\n")
+set(stamp "${OUT}.stamp")
+if(EXISTS "${OUT}" AND EXISTS "${stamp}")
+  file(READ "${stamp}" previous)
+  if(previous STREQUAL stamp_text)
+    message(STATUS "${OUT} is up to date")
+    return()
+  endif()
+endif()
+file(REMOVE_RECURSE "${OUT}" "${stamp}")
+execute_process(COMMAND "${TOOL}" --out "${OUT}" ${ARGS} RESULT_VARIABLE result)
+if(NOT result EQUAL 0)
+  file(REMOVE_RECURSE "${OUT}")
+  message(FATAL_ERROR "${TOOL} --out ${OUT} ${ARGS} failed: ${result}")
+endif()
+file(WRITE "${stamp}" "${stamp_text}")
+message(STATUS "made ${OUT}")

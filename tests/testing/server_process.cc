@@ -1,0 +1,259 @@
+#include "tests/testing/server_process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "gtest/gtest.h"
+#include "kserve/grpc_predict_v2.grpc.pb.h"
+
+extern char** environ;
+
+namespace moe::testing {
+namespace {
+
+std::string ErrnoText(int error) { return std::strerror(error); }
+
+// Closes a file descriptor on scope exit.
+class FdCloser {
+ public:
+  explicit FdCloser(int fd) : fd_(fd) {}
+  ~FdCloser() {
+    if (fd_ >= 0) close(fd_);
+  }
+  FdCloser(const FdCloser&) = delete;
+  FdCloser& operator=(const FdCloser&) = delete;
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+absl::StatusOr<int> PickFreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", ErrnoText(errno)));
+  FdCloser closer(fd);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return absl::InternalError(absl::StrCat("bind 127.0.0.1:0: ", ErrnoText(errno)));
+  }
+  socklen_t length = sizeof(addr);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
+    return absl::InternalError(absl::StrCat("getsockname: ", ErrnoText(errno)));
+  }
+  return static_cast<int>(ntohs(addr.sin_port));
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, int max_message_bytes) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(max_message_bytes);
+  args.SetMaxSendMessageSize(max_message_bytes);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
+    const std::string& binary, const std::vector<std::string>& args, const std::string& log_path) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+
+  // The child starts with no blocked signals and default dispositions for the ones tests send,
+  // whatever the test process (gRPC threads, gtest) set for itself.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t empty, defaults;
+  sigemptyset(&empty);
+  sigemptyset(&defaults);
+  for (int sig : {SIGTERM, SIGINT, SIGPIPE, SIGCHLD, SIGHUP, SIGQUIT}) sigaddset(&defaults, sig);
+  posix_spawnattr_setsigmask(&attr, &empty);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  std::vector<std::string> argv_strings;
+  argv_strings.push_back(binary);
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& arg : argv_strings) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  pid_t pid = -1;
+  const int error = posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (error != 0) {
+    const std::string what = absl::StrCat("cannot start ", binary, ": ", ErrnoText(error));
+    return error == ENOENT ? absl::NotFoundError(what) : absl::InternalError(what);
+  }
+  return std::unique_ptr<ChildProcess>(new ChildProcess(pid, log_path));
+}
+
+ChildProcess::~ChildProcess() {
+  if (Running()) {
+    kill(pid_, SIGKILL);
+    int wait_status = 0;
+    if (waitpid(pid_, &wait_status, 0) == pid_) Reaped(wait_status);
+  }
+}
+
+void ChildProcess::Reaped(int wait_status) {
+  if (WIFEXITED(wait_status)) {
+    exit_code_ = WEXITSTATUS(wait_status);
+  } else if (WIFSIGNALED(wait_status)) {
+    exit_code_ = -WTERMSIG(wait_status);
+  } else {
+    exit_code_ = -1000;  // not expected without WUNTRACED
+  }
+}
+
+bool ChildProcess::Running() {
+  if (exit_code_.has_value()) return false;
+  int wait_status = 0;
+  const pid_t result = waitpid(pid_, &wait_status, WNOHANG);
+  if (result == pid_) {
+    Reaped(wait_status);
+    return false;
+  }
+  if (result < 0 && errno == ECHILD) {
+    exit_code_ = -1001;  // reaped elsewhere; should not happen
+    return false;
+  }
+  return true;
+}
+
+absl::Status ChildProcess::Signal(int signal) {
+  if (!Running()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "process ", pid_, " already exited with ", *exit_code_, "; cannot send signal ", signal));
+  }
+  if (kill(pid_, signal) != 0) {
+    return absl::InternalError(absl::StrCat("kill(", pid_, ", ", signal, "): ", ErrnoText(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> ChildProcess::WaitForExit(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (Running()) {
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("process ", pid_, " still running after ", absl::FormatDuration(timeout)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return *exit_code_;
+}
+
+std::string ChildProcess::ReadLog() const {
+  std::ifstream in(log_path_, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string ChildProcess::LogTail(size_t max_bytes) const {
+  std::string log = ReadLog();
+  if (log.size() <= max_bytes) return log;
+  log = log.substr(log.size() - max_bytes);
+  if (const size_t newline = log.find('\n'); newline != std::string::npos) {
+    log = log.substr(newline + 1);
+  }
+  return "[...]\n" + log;
+}
+
+absl::Status WaitUntilServerReady(const std::string& address, ChildProcess& process,
+                                  absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string last_answer = "no answer yet";
+  while (true) {
+    if (!process.Running()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "server exited with code ", *process.exit_code(), " before it was ready; log ",
+          process.log_path(), " ends with:\n", process.LogTail()));
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "server not ready after ", absl::FormatDuration(timeout), " (last ServerReady: ",
+          last_answer, "); log ", process.log_path(), " ends with:\n", process.LogTail()));
+    }
+    // A fresh channel per attempt: a channel whose first connection was refused stays failed
+    // for seconds (gRPC's reconnect backoff), long after the server listens.
+    auto stub = inference::GRPCInferenceService::NewStub(MakeChannel(address));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    inference::ServerReadyRequest request;
+    inference::ServerReadyResponse response;
+    const grpc::Status status = stub->ServerReady(&context, request, &response);
+    if (status.ok() && response.ready()) return absl::OkStatus();
+    last_answer = status.ok() ? "ready=false"
+                              : absl::StrCat("code ", static_cast<int>(status.error_code()), " ",
+                                             status.error_message());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
+    const ServerProcessOptions& options) {
+  std::unique_ptr<ServerProcess> server(new ServerProcess());
+  server->scratch_ = std::make_unique<ScratchDir>();
+  // The port is free when picked but may be taken before the server binds it: try again then.
+  constexpr int kAttempts = 3;
+  absl::Status last_error;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+    auto port = PickFreeLoopbackPort();
+    if (!port.ok()) return port.status();
+    server->port_ = *port;
+    server->address_ = absl::StrCat("127.0.0.1:", *port);
+    std::vector<std::string> args = {"--address", server->address_};
+    args.insert(args.end(), options.args.begin(), options.args.end());
+    const std::string log_path = server->scratch_->File(absl::StrCat("server-", attempt, ".log"));
+    auto process = ChildProcess::Spawn(options.binary, args, log_path);
+    if (!process.ok()) return process.status();
+    server->process_ = *std::move(process);
+    last_error = WaitUntilServerReady(server->address_, *server->process_, options.ready_timeout);
+    if (last_error.ok()) {
+      server->channel_ = MakeChannel(server->address_, options.max_message_bytes);
+      return server;
+    }
+    const bool port_taken = !server->process_->Running() &&
+                            server->process_->ReadLog().find("in use") != std::string::npos;
+    if (!port_taken) break;
+  }
+  return absl::Status(last_error.code(),
+                      absl::StrCat(options.binary, " ", absl::StrJoin(options.args, " "), ": ",
+                                   last_error.message()));
+}
+
+ServerProcess::~ServerProcess() {
+  if (process_ != nullptr && ::testing::Test::HasFailure()) {
+    std::fprintf(stderr, "---- server log (%s, tail) ----\n%s\n---- end of server log ----\n",
+                 process_->log_path().c_str(), process_->LogTail().c_str());
+  }
+  process_.reset();  // kills the server before its log directory goes
+}
+
+}  // namespace moe::testing

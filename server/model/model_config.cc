@@ -3,12 +3,9 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -18,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "moe/common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "server/model/config_json.h"
 #include "server/model/error_text.h"
 
 namespace moe::model {
@@ -37,11 +35,6 @@ constexpr int64_t kMaxHeads = 1024;
 constexpr int64_t kMaxHeadDim = 1024;
 constexpr int64_t kMaxPositions = int64_t{1} << 26;
 constexpr double kMaxRopeTheta = 1e12;
-// config.json files are a few KiB; anything past this is not a config.
-constexpr uintmax_t kMaxConfigBytes = 16u << 20;
-// Deepest nesting of arrays and objects accepted in config.json. Real configs nest three or
-// four levels (rope_scaling, quantization_config, task_specific_params).
-constexpr int kMaxConfigDepth = 32;
 
 // What distinguishes the families when reading config.json: their names, the keys they use for
 // the expert count and expert FFN width, and the defaults Hugging Face transformers applies
@@ -84,58 +77,6 @@ std::string SupportedArchitectures() {
   return absl::StrJoin(names, ", ");
 }
 
-// A short description of a JSON value for error messages: its type, and for a scalar the value.
-// Arrays and objects are described by their size only: printing their contents would recurse
-// as deep as the file nests and could run for megabytes.
-std::string Describe(const json& value) {
-  switch (value.type()) {
-    case json::value_t::array:
-      return absl::StrCat("an array of size ", value.size());
-    case json::value_t::object:
-      return absl::StrCat("an object of size ", value.size());
-    case json::value_t::string:
-      return absl::StrCat("the string ", Quote(value.get_ref<const json::string_t&>()));
-    case json::value_t::null:
-      return "null";
-    case json::value_t::boolean:
-      return value.get<bool>() ? "true" : "false";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float:
-      return absl::StrCat("the number ", value.dump());
-    default:
-      return value.type_name();
-  }
-}
-
-// Parses `text`, refusing nesting deeper than kMaxConfigDepth. The cap is applied while parsing
-// (a parser callback that drops everything once it is exceeded), so a hostile file is never
-// built into a deep tree that later code would walk recursively.
-absl::StatusOr<json> ParseBoundedJson(const std::string& text, const std::string& source) {
-  bool too_deep = false;
-  const json::parser_callback_t callback = [&too_deep](int depth, json::parse_event_t event,
-                                                       json& /*parsed*/) {
-    // `depth` counts the containers already open around this event.
-    const bool opens =
-        event == json::parse_event_t::object_start || event == json::parse_event_t::array_start;
-    if (opens && depth >= kMaxConfigDepth) too_deep = true;
-    return !too_deep;
-  };
-  json root;
-  try {
-    root = json::parse(text, callback);
-  } catch (const json::exception& error) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": not valid JSON: ", Shorten(error.what())));
-  }
-  if (too_deep) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": JSON is nested more than ", kMaxConfigDepth,
-                     " levels deep; real config.json files nest a few levels"));
-  }
-  return root;
-}
-
 // Typed, bounded access to the keys of one config.json object. Every error names the file and
 // the key, and for out-of-range values the accepted range, so the user can fix the file.
 class ConfigReader {
@@ -156,8 +97,8 @@ class ConfigReader {
 
   absl::Status WrongType(absl::string_view key, absl::string_view expected,
                          const json& value) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source_, ": key '", key, "' must be ", expected, ", got ", Describe(value)));
+    return absl::InvalidArgumentError(absl::StrCat(source_, ": key '", key, "' must be ", expected,
+                                                   ", got ", DescribeJsonValue(value)));
   }
 
   absl::Status OutOfRange(absl::string_view key, absl::string_view value, absl::string_view min,
@@ -551,7 +492,9 @@ std::vector<int64_t> ModelConfig::MoELayerIndices() const {
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
                                              const std::string& source) {
-  MOE_ASSIGN_OR_RETURN(const json root, ParseBoundedJson(json_text, source));
+  MOE_ASSIGN_OR_RETURN(const json root,
+                       ParseBoundedJson(json_text, source, kMaxConfigDepth,
+                                        "real config.json files nest a few levels"));
   // nlohmann::json reports errors by exception; none may cross this boundary.
   try {
     return ParseConfigObject(root, source);
@@ -564,29 +507,14 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
   const std::filesystem::path path = std::filesystem::path(dir) / "config.json";
   const std::string source = path.string();
-  std::error_code error;
-  if (!std::filesystem::is_regular_file(path, error)) {
+  absl::StatusOr<std::string> text = ReadBoundedTextFile(path, kMaxConfigBytes, "config.json");
+  if (absl::IsNotFound(text.status())) {
     return absl::NotFoundError(absl::StrCat(
         "no config.json found at '", source,
         "'; point the server at a Hugging Face model folder (config.json + model.safetensors)"));
   }
-  const uintmax_t size = std::filesystem::file_size(path, error);
-  if (error) {
-    return absl::UnavailableError(absl::StrCat("cannot stat '", source, "': ", error.message()));
-  }
-  if (size > kMaxConfigBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", size,
-                                                   " bytes is too large for a config.json (limit ",
-                                                   kMaxConfigBytes, " bytes)"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::PermissionDeniedError(absl::StrCat("cannot open '", source, "' for reading"));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error while reading '", source, "'"));
-  return ParseModelConfig(text.str(), source);
+  if (!text.ok()) return text.status();
+  return ParseModelConfig(*text, source);
 }
 
 }  // namespace moe::model

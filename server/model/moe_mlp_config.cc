@@ -2,13 +2,10 @@
 
 #include <cmath>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <optional>
 #include <set>
 #include <string>
-#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -19,6 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "moe/common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "server/model/config_json.h"
 #include "server/model/error_text.h"
 
 namespace moe::model {
@@ -37,8 +35,6 @@ constexpr int64_t kMaxFfnDim = int64_t{1} << 20;
 constexpr size_t kMaxNameBytes = 64;
 constexpr size_t kMaxLabelBytes = 256;
 constexpr size_t kMaxDescriptionBytes = 4096;
-constexpr uintmax_t kMaxConfigBytes = 16u << 20;
-constexpr int kMaxConfigDepth = 32;
 
 constexpr const char* kKnownKeys[] = {
     "architecture", "input_dim",      "hidden_size",     "output_dim",
@@ -47,50 +43,13 @@ constexpr const char* kKnownKeys[] = {
     "input_name",   "output_name",    "output_labels",   "description",
 };
 
-std::string Describe(const json& value) {
-  switch (value.type()) {
-    case json::value_t::array:
-      return absl::StrCat("an array of size ", value.size());
-    case json::value_t::object:
-      return absl::StrCat("an object of size ", value.size());
-    case json::value_t::string:
-      return absl::StrCat("the string ", Quote(value.get_ref<const json::string_t&>()));
-    case json::value_t::null:
-      return "null";
-    case json::value_t::boolean:
-      return value.get<bool>() ? "true" : "false";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float:
-      return absl::StrCat("the number ", value.dump());
-    default:
-      return value.type_name();
-  }
-}
-
-// Parses `text` refusing nesting deeper than kMaxConfigDepth while parsing.
-absl::StatusOr<json> ParseBoundedJson(const std::string& text, const std::string& source) {
-  bool too_deep = false;
-  const json::parser_callback_t callback = [&too_deep](int depth, json::parse_event_t event,
-                                                       json& /*parsed*/) {
-    const bool opens =
-        event == json::parse_event_t::object_start || event == json::parse_event_t::array_start;
-    if (opens && depth >= kMaxConfigDepth) too_deep = true;
-    return !too_deep;
-  };
-  json root;
-  try {
-    root = json::parse(text, callback);
-  } catch (const json::exception& error) {
-    return Invalid(source, absl::StrCat("not valid JSON: ", Shorten(error.what())));
-  }
-  if (too_deep) {
-    return Invalid(source, absl::StrCat("JSON is nested more than ", kMaxConfigDepth,
-                                        " levels deep; a MoEMLP config nests two"));
-  }
+// Parses `text` with the nesting capped; a MoEMLP config is a JSON object at the top level.
+absl::StatusOr<json> ParseConfigJson(const std::string& text, const std::string& source) {
+  MOE_ASSIGN_OR_RETURN(
+      json root, ParseBoundedJson(text, source, kMaxConfigDepth, "a MoEMLP config nests two"));
   if (!root.is_object()) {
-    return Invalid(source,
-                   absl::StrCat("expected a JSON object at the top level, got ", Describe(root)));
+    return Invalid(source, absl::StrCat("expected a JSON object at the top level, got ",
+                                        DescribeJsonValue(root)));
   }
   return root;
 }
@@ -110,7 +69,7 @@ class Reader {
     return Invalid(source_, absl::StrCat("'", key, "' ", message));
   }
   absl::Status WrongType(const char* key, absl::string_view expected, const json& value) const {
-    return Error(key, absl::StrCat("must be ", expected, ", got ", Describe(value)));
+    return Error(key, absl::StrCat("must be ", expected, ", got ", DescribeJsonValue(value)));
   }
 
   absl::StatusOr<int64_t> Int(const char* key, int64_t min, int64_t max) const {
@@ -280,7 +239,7 @@ absl::StatusOr<MoEMLPConfig> ParseObject(const json& root, const std::string& so
           label.get_ref<const json::string_t&>().size() > kMaxLabelBytes) {
         return reader.Error("output_labels",
                             absl::StrCat("entry ", i, " must be a non-empty string of at most ",
-                                         kMaxLabelBytes, " bytes, got ", Describe(label)));
+                                         kMaxLabelBytes, " bytes, got ", DescribeJsonValue(label)));
       }
       config.output_labels.push_back(label.get<std::string>());
     }
@@ -319,7 +278,7 @@ const char* MoEMLPActivationName(kernels::Activation activation) {
 
 absl::StatusOr<MoEMLPConfig> ParseMoEMLPConfig(const std::string& json_text,
                                                const std::string& source) {
-  MOE_ASSIGN_OR_RETURN(const json root, ParseBoundedJson(json_text, source));
+  MOE_ASSIGN_OR_RETURN(const json root, ParseConfigJson(json_text, source));
   try {
     return ParseObject(root, source);
   } catch (const json::exception& error) {
@@ -350,31 +309,12 @@ std::string MoEMLPConfigToJson(const MoEMLPConfig& config) {
 }
 
 absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
-  std::error_code error;
-  if (!std::filesystem::is_regular_file(path, error)) {
-    return absl::NotFoundError(absl::StrCat("no config file at '", path, "'"));
-  }
-  const uintmax_t size = std::filesystem::file_size(path, error);
-  if (error) {
-    return absl::UnavailableError(absl::StrCat("cannot stat '", path, "': ", error.message()));
-  }
-  if (size > kMaxConfigBytes) {
-    return Invalid(path, absl::StrCat(size, " bytes is too large for a config.json (limit ",
-                                      kMaxConfigBytes, " bytes)"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::PermissionDeniedError(absl::StrCat("cannot open '", path, "'"));
-  std::string text(static_cast<size_t>(size), '\0');
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  if (in.gcount() != static_cast<std::streamsize>(text.size())) {
-    return absl::DataLossError(absl::StrCat(path, ": read ", in.gcount(), " of ", size, " bytes"));
-  }
-  return text;
+  return ReadBoundedTextFile(path, kMaxConfigBytes, "config file");
 }
 
 absl::StatusOr<ConfigIdentity> IdentifyConfig(const std::string& json_text,
                                               const std::string& source) {
-  MOE_ASSIGN_OR_RETURN(const json root, ParseBoundedJson(json_text, source));
+  MOE_ASSIGN_OR_RETURN(const json root, ParseConfigJson(json_text, source));
   ConfigIdentity identity;
   if (auto it = root.find("architecture"); it != root.end() && it->is_string()) {
     identity.architecture = it->get<std::string>();

@@ -111,8 +111,11 @@ TEST_F(ConcurrentClientsTest, ConcurrentRequestsShareBatches) {
     shared += *batch_rows > 1;
   }
   EXPECT_GT(largest, 1) << "16 concurrent clients never shared a batch";
-  // With 16 clients waiting on each other, most requests should run with company.
-  EXPECT_GE(shared, static_cast<int64_t>(answers.size()) / 2)
+  // With 16 clients waiting on each other, many requests should run with company. How many
+  // depends on thread timing on a loaded CI machine (one flaky run in dozens at a half), so
+  // the bar is a quarter; that batches form at all is asserted above, and exactly which
+  // requests share a batch is tested deterministically in batch_scheduler_test.
+  EXPECT_GE(shared, static_cast<int64_t>(answers.size()) / 4)
       << shared << " of " << answers.size() << " requests ran in a batch of more than one row";
 }
 

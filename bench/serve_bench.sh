@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Serving benchmark: moe-server on the CPU backend under closed-loop load from moe-loadgen, for
 # {synthetic MoEMLP (d 1024, ffn 2816, 8 experts, top-2, 2 blocks), built-in digits}
-#   x {batching on (default flags), batching on with --max-queue-delay-us (default 2000),
+#   x {batching on (default flags), batching on with --max-queue-delay-us (default 10000),
 #      batching off (--max-batch-tokens 1)} x concurrency {1, 8, 64}.
 # Each run starts its own server, measures, and stops it with SIGTERM (exit code checked).
 # Prints one table and the ratios the serving targets are stated in:
@@ -9,7 +9,7 @@
 #   tail latency under load:     p99(on, c=64) <= 2 x p50(on, c=1) + one batch's compute time
 #
 #   bench/serve_bench.sh [--build DIR] [--duration 10s] [--warmup 2s] [--concurrency "1 8 64"]
-#                        [--models "synthetic digits"] [--queue-delay-us 2000] [--quick]
+#                        [--models "synthetic digits"] [--queue-delay-us 10000] [--quick]
 #                        [--json FILE]
 # --quick: the built-in model only, concurrency 1 and 8, 1 s per run (a smoke test).
 # The synthetic model is made once, into DIR/bench/synthetic-d1024 (~550 MB).
@@ -21,7 +21,7 @@ duration=10s
 warmup=2s
 concurrencies="1 8 64"
 models="synthetic digits"
-queue_delay_us=2000
+queue_delay_us=10000
 modes="on delay off"
 json_out=""
 while (($#)); do

@@ -20,6 +20,7 @@
 #include "server/common/logging.h"
 #include "server/engine/model_loader.h"
 #include "server/engine/moe_backend.h"
+#include "server/openmp_wait_policy.h"
 #include "server/scheduler/batch_scheduler.h"
 #include "server/shutdown_signal.h"
 
@@ -119,6 +120,7 @@ int Fail(const absl::Status& status, int exit_code) {
 }
 
 int Run(int argc, char** argv) {
+  EnsurePassiveOpenMPWaitPolicy(argv);
   std::vector<std::string> args(argv, argv + argc);
   NormalizeFlagNames(&args);
   if (WantsHelp(args)) {
@@ -221,13 +223,16 @@ int Run(int argc, char** argv) {
 
   if (!shutdown.received()) {
     (*server)->UpdateHealth();
-    common::LogInfo("serving",
-                    {{"address", (*server)->address()},
-                     {"models", absl::StrJoin(registry.Names(), ",")},
-                     {"max_batch_tokens", absl::StrCat(scheduler_options.max_batch_rows)},
-                     {"max_queue", absl::StrCat(scheduler_options.max_queue_requests)},
-                     {"max_queue_delay_us",
-                      absl::StrCat(absl::ToInt64Microseconds(scheduler_options.max_queue_delay))}});
+    common::LogInfo(
+        "serving",
+        {{"address", (*server)->address()},
+         {"models", absl::StrJoin(registry.Names(), ",")},
+         {"max_batch_tokens", absl::StrCat(scheduler_options.max_batch_rows)},
+         {"max_queue", absl::StrCat(scheduler_options.max_queue_requests)},
+         {"max_queue_delay_us",
+          absl::StrCat(absl::ToInt64Microseconds(scheduler_options.max_queue_delay))},
+         {"omp_wait_policy",
+          std::getenv("OMP_WAIT_POLICY") != nullptr ? std::getenv("OMP_WAIT_POLICY") : "default"}});
     shutdown.Wait();
   }
 

@@ -1,5 +1,6 @@
 // moe-server's command line: --help documents every flag, and a server that cannot load what
 // it was asked to serve says so and exits instead of serving.
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,16 @@ TEST(CommandLine, LogsTheAddressItListensOn) {
   auto server = StartServer();
   ASSERT_TRUE(server.ok()) << server.status();
   EXPECT_THAT((*server)->ReadLog(), HasSubstr(absl::StrCat("address=", (*server)->address())));
+}
+
+TEST(CommandLine, IdleOpenMPWorkersDoNotSpinUnlessTheUserSaysSo) {
+  // The server inherits this test's environment: without OMP_WAIT_POLICY it must choose
+  // PASSIVE itself; with one, the user's choice stands.
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  auto server = StartServer();
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_THAT((*server)->ReadLog(),
+              HasSubstr(absl::StrCat("omp_wait_policy=", policy != nullptr ? policy : "PASSIVE")));
 }
 
 }  // namespace

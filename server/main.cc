@@ -37,8 +37,11 @@ ABSL_FLAG(int, cuda_device, 0, "CUDA device ordinal used by the cuda backend.");
 ABSL_FLAG(int64_t, max_batch_tokens, 256,
           "Most rows (tokens) in one batch; also the most rows one request may carry.");
 ABSL_FLAG(int64_t, max_queue_delay_us, 0,
-          "How long, in microseconds, queued work may be held back to fill a batch. 0 runs "
-          "whatever is queued at once.");
+          "How long, in microseconds, queued work may be held back to fill a batch, counted from "
+          "the oldest queued request. The hold ends early once as many rows are queued as the "
+          "largest of the last few batches. 0 runs whatever is queued at once; for models whose "
+          "batches cost about the same at any size (memory-bound experts), a delay of about a "
+          "third of a batch's time fills batches under load.");
 ABSL_FLAG(int64_t, max_queue, 1024,
           "Most requests waiting per model; past it new requests get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),

@@ -111,23 +111,39 @@ int64_t BatchScheduler::queued_requests() const {
 
 bool BatchScheduler::WorkReady() const { return !queue_.empty() || stopping_; }
 
+int64_t BatchScheduler::FillTargetRows() const {
+  int64_t target = 0;
+  for (int64_t rows : recent_batch_rows_) target = std::max(target, rows);
+  // Before any batch has run: a full batch.
+  return target == 0 ? options_.max_batch_rows : std::min(target, options_.max_batch_rows);
+}
+
 bool BatchScheduler::NextBatch(std::vector<std::unique_ptr<InferenceRequest>>* batch,
                                std::vector<std::unique_ptr<InferenceRequest>>* expired) {
   absl::MutexLock lock(&mu_);
   while (true) {
     mu_.Await(absl::Condition(this, &BatchScheduler::WorkReady));
     if (queue_.empty()) return false;  // stopping, and nothing left to run
+    const int64_t fill_target = FillTargetRows();
     if (options_.max_queue_delay > absl::ZeroDuration() && !draining_ &&
-        queue_.queued_rows() < options_.max_batch_rows) {
-      // Hold back for more work, but never past the delay measured from the oldest arrival.
-      auto full_or_stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return queue_.queued_rows() >= options_.max_batch_rows || draining_ || stopping_;
+        queue_.queued_rows() < fill_target) {
+      // Hold back until as many rows are queued as recent batches held (the clients those
+      // batches answered are likely on their way back), never past the delay measured from
+      // the oldest arrival.
+      auto filled_or_stopping = [this, fill_target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return queue_.queued_rows() >= fill_target || draining_ || stopping_;
       };
-      mu_.AwaitWithDeadline(absl::Condition(&full_or_stopping),
+      mu_.AwaitWithDeadline(absl::Condition(&filled_or_stopping),
                             queue_.OldestEnqueueTime() + options_.max_queue_delay);
       if (queue_.empty()) continue;  // everything was cancelled meanwhile
     }
     queue_.TakeBatch(options_.max_batch_rows, absl::Now(), batch, expired);
+    int64_t rows = 0;
+    for (const auto& request : *batch) rows += request->num_rows();
+    if (rows > 0) {
+      recent_batch_rows_[recent_batch_next_] = rows;
+      recent_batch_next_ = (recent_batch_next_ + 1) % recent_batch_rows_.size();
+    }
     stats_.expired += static_cast<int64_t>(expired->size());
     batch_running_ = !batch->empty();
     return true;

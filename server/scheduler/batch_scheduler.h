@@ -4,6 +4,7 @@
 // next one. The scheduler owns the model: no other thread runs it.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <thread>
@@ -23,7 +24,9 @@ struct SchedulerOptions {
   // Most rows in one batch (--max-batch-tokens). A request with more rows is refused.
   int64_t max_batch_rows = 256;
   // How long the scheduler may hold queued work back hoping to fill a batch
-  // (--max-queue-delay-us). Zero: run whatever is queued at once.
+  // (--max-queue-delay-us), counted from the oldest queued arrival. The hold ends early once
+  // as many rows are queued as the largest of the last few batches held (under steady load,
+  // the clients just answered coming back). Zero: run whatever is queued at once.
   absl::Duration max_queue_delay = absl::ZeroDuration();
   // Most requests waiting (--max-queue); beyond it Submit answers RESOURCE_EXHAUSTED.
   int64_t max_queue_requests = 1024;
@@ -85,6 +88,8 @@ class BatchScheduler {
                  std::vector<std::unique_ptr<InferenceRequest>>* expired);
   void RunBatch(std::vector<std::unique_ptr<InferenceRequest>>& batch);
   bool WorkReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rows worth waiting for when a queue delay is set.
+  int64_t FillTargetRows() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::unique_ptr<engine::ServableModel> model_;
   const SchedulerOptions options_;
@@ -95,6 +100,9 @@ class BatchScheduler {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // thread exits once the queue is empty
   bool batch_running_ ABSL_GUARDED_BY(mu_) = false;
   SchedulerStats stats_ ABSL_GUARDED_BY(mu_);
+  // Rows of the last few batches (0 = none yet), a ring.
+  std::array<int64_t, 8> recent_batch_rows_ ABSL_GUARDED_BY(mu_) = {};
+  size_t recent_batch_next_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Batch buffers, reused across iterations; touched by the scheduler thread only.
   std::vector<float> batch_input_;

@@ -288,6 +288,20 @@ TEST_F(BatchSchedulerTest, QueueDelayIsABoundNotAWaitForAFullBatch) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
 }
 
+TEST_F(BatchSchedulerTest, QueueDelayEndsOnceAsManyRowsAsRecentBatchesAreQueued) {
+  Start({.max_batch_rows = 64, .max_queue_delay = absl::Seconds(2)});
+  // No history yet: the first pair waits for a full batch, i.e. the whole delay.
+  std::vector<Outcome> first(2), second(2);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(Submit(&first[i], 1, i).ok());
+  for (auto& outcome : first) outcome.done.WaitForNotification();
+  // The last batch held 2 rows: two queued rows end the hold at once.
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(Submit(&second[i], 1, 10 + i).ok());
+  for (auto& outcome : second) outcome.done.WaitForNotification();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1)) << "the hold should end when 2 rows queue";
+  EXPECT_THAT(model_->batch_sizes(), ::testing::ElementsAre(2, 2));
+}
+
 TEST_F(BatchSchedulerTest, DestroyingTheSchedulerCompletesQueuedRequests) {
   Start({.max_batch_rows = 1});
   model_->Hold();

@@ -1,6 +1,12 @@
 #include "server/api/grpc_server.h"
 
+#include <grpcpp/create_channel.h>
+
 #include <memory>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "kserve/grpc_predict_v2.grpc.pb.h"
+#include "tests/testing/fake_model.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -32,6 +38,63 @@ TEST(GrpcServerTest, RefusesAMessageLimitGrpcCannotHold) {
                                 &registry)
                   .status(),
               StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// Health and readiness through a model's life: declared (loading), loaded, draining.
+TEST(GrpcServerTest, HealthAndReadinessFollowLoadingAndDraining) {
+  ModelRegistry registry;
+  ASSERT_TRUE(registry.Declare("fake").ok());
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server =
+      GrpcServer::Start({.address = "127.0.0.1:0"}, &registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  auto kserve = inference::GRPCInferenceService::NewStub(channel);
+
+  auto health_of = [&](const std::string& service) {
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    const grpc::Status status = health->Check(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.status();
+  };
+  auto server_ready = [&] {
+    grpc::ClientContext context;
+    inference::ServerReadyResponse response;
+    EXPECT_TRUE(kserve->ServerReady(&context, {}, &response).ok());
+    return response.ready();
+  };
+  using Serving = grpc::health::v1::HealthCheckResponse;
+
+  // Loading: listening and live, but neither ready nor serving.
+  EXPECT_EQ(health_of(""), Serving::NOT_SERVING);
+  EXPECT_EQ(health_of("fake"), Serving::NOT_SERVING);
+  EXPECT_FALSE(server_ready());
+  inference::ModelInferRequest infer;
+  infer.set_model_name("fake");
+  inference::ModelInferResponse infer_response;
+  grpc::ClientContext infer_context;
+  const grpc::Status loading = kserve->ModelInfer(&infer_context, infer, &infer_response);
+  EXPECT_EQ(loading.error_code(), grpc::StatusCode::UNAVAILABLE) << loading.error_message();
+
+  // Loaded.
+  auto scheduler = scheduler::BatchScheduler::Create(std::make_unique<testing::FakeModel>(), {});
+  ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  ASSERT_TRUE(registry.SetLoaded("fake", std::move(*scheduler)).ok());
+  (*server)->UpdateHealth();
+  EXPECT_EQ(health_of(""), Serving::SERVING);
+  EXPECT_EQ(health_of("fake"), Serving::SERVING);
+  EXPECT_TRUE(server_ready());
+
+  // Draining.
+  registry.BeginDrain();
+  (*server)->UpdateHealth();
+  EXPECT_EQ(health_of(""), Serving::NOT_SERVING);
+  EXPECT_EQ(health_of("fake"), Serving::NOT_SERVING);
+  EXPECT_FALSE(server_ready());
+  EXPECT_TRUE(registry.FinishDrain(absl::Seconds(10)));
 }
 
 }  // namespace

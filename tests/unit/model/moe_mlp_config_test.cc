@@ -1,5 +1,6 @@
 #include "server/model/moe_mlp_config.h"
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -112,6 +113,9 @@ struct BadField {
   nlohmann::json value;  // discarded = erase the key
   std::string expected;  // substring of the message besides the file name
 };
+
+// What gtest prints for a parameter (instead of its bytes).
+void PrintTo(const BadField& field, std::ostream* out) { *out << field.test_name; }
 
 std::vector<BadField> BadFields() {
   const nlohmann::json erase = nlohmann::json::value_t::discarded;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -23,6 +24,8 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/command_line.h"
@@ -164,6 +167,7 @@ struct ThreadResult {
   double queue_us_sum = 0, compute_us_sum = 0, batch_rows_sum = 0;
   int64_t with_parameters = 0;  // successes that carried all three parameters
   std::map<grpc::StatusCode, int64_t> errors;
+  absl::Time first_start = absl::InfiniteFuture();  // of the first measured call
   absl::Time last_finish = absl::InfinitePast();
 };
 
@@ -178,14 +182,30 @@ struct Plan {
   uint64_t seed = 1;
 };
 
-void RunClient(const Plan& plan, int index, absl::Time measure_start, absl::Time stop,
+// When the clients start: every thread builds its requests and connects first, so neither
+// shows in the warm-up or the measurement; then the main thread fixes the times and says go.
+struct StartLine {
+  explicit StartLine(int clients) : prepared(clients) {}
+  absl::BlockingCounter prepared;
+  absl::Notification go;
+  absl::Time measure_start;  // written before `go`, read after
+  absl::Time stop;
+};
+
+void RunClient(const Plan& plan, int index, StartLine* start_line,
                std::atomic<int64_t>* requests_left, ThreadResult* result) {
   std::mt19937_64 rng(plan.seed * 7919 + index);
   std::vector<ModelInferRequest> requests;
   for (int i = 0; i < kRequestsPerThread; ++i) {
     requests.push_back(RandomRequest(plan.model, plan.input, plan.rows, plan.raw, rng));
   }
-  auto stub = GRPCInferenceService::NewStub(NewChannel(plan.target));
+  auto channel = NewChannel(plan.target);
+  channel->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  auto stub = GRPCInferenceService::NewStub(channel);
+  start_line->prepared.DecrementCount();
+  start_line->go.WaitForNotification();
+  const absl::Time measure_start = start_line->measure_start;
+  const absl::Time stop = start_line->stop;
   for (int64_t call = 0;; ++call) {
     const absl::Time start = absl::Now();
     const bool measured = start >= measure_start;
@@ -197,13 +217,16 @@ void RunClient(const Plan& plan, int index, absl::Time measure_start, absl::Time
       }
     }
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         absl::ToChronoMicroseconds(plan.timeout));
+    // An infinite --timeout sets no deadline (adding it to now() would overflow).
+    if (plan.timeout != absl::InfiniteDuration()) {
+      context.set_deadline(absl::ToChronoTime(absl::Now() + plan.timeout));
+    }
     ModelInferResponse response;
     const grpc::Status status =
         stub->ModelInfer(&context, requests[call % kRequestsPerThread], &response);
     const absl::Time finish = absl::Now();
     if (!measured) continue;
+    result->first_start = std::min(result->first_start, start);
     result->last_finish = std::max(result->last_finish, finish);
     if (!status.ok()) {
       ++result->errors[status.error_code()];
@@ -239,31 +262,37 @@ std::string CodeName(grpc::StatusCode code) {
   return it != kNames.end() ? it->second : absl::StrCat("CODE_", static_cast<int>(code));
 }
 
-// The value below which `fraction` of the sorted `values` lie (nearest rank).
+// Nearest-rank percentile of sorted values: the smallest value with at least `fraction` of
+// the values at or below it (p50 of {1, 2} is 1; p99 of 100 values is the 99th, not the max).
 double Percentile(const std::vector<double>& sorted, double fraction) {
   if (sorted.empty()) return 0.0;
-  const size_t rank = static_cast<size_t>(fraction * static_cast<double>(sorted.size()));
-  return sorted[std::min(rank, sorted.size() - 1)];
+  const double rank = std::ceil(fraction * static_cast<double>(sorted.size()));
+  const size_t index = rank < 1 ? 0 : static_cast<size_t>(rank) - 1;
+  return sorted[std::min(index, sorted.size() - 1)];
 }
 
 int Run(const Plan& plan, bool json) {
   std::atomic<int64_t> requests_left(plan.requests);
   std::vector<ThreadResult> results(plan.concurrency);
-  const absl::Time begin = absl::Now();
-  const absl::Time measure_start = begin + plan.warmup;
-  const absl::Time stop = measure_start + plan.duration;
+  StartLine start_line(plan.concurrency);
   std::vector<std::thread> threads;
   for (int i = 0; i < plan.concurrency; ++i) {
-    threads.emplace_back(RunClient, std::cref(plan), i, measure_start, stop, &requests_left,
-                         &results[i]);
+    threads.emplace_back(RunClient, std::cref(plan), i, &start_line, &requests_left, &results[i]);
   }
+  start_line.prepared.Wait();
+  start_line.measure_start = absl::Now() + plan.warmup;
+  start_line.stop = start_line.measure_start + plan.duration;
+  start_line.go.Notify();
   for (std::thread& thread : threads) thread.join();
 
   std::vector<double> latencies;
   double queue_us = 0, compute_us = 0, batch_rows = 0;
   int64_t with_parameters = 0, failed = 0;
   std::map<std::string, int64_t> errors;
-  absl::Time last_finish = measure_start;
+  // The measured window runs from the first measured call's start to the last one's finish:
+  // each thread's warm-up call still in flight at measure_start is neither counted nor timed.
+  absl::Time first_start = absl::InfiniteFuture();
+  absl::Time last_finish = absl::InfinitePast();
   for (const ThreadResult& r : results) {
     latencies.insert(latencies.end(), r.latency_ms.begin(), r.latency_ms.end());
     queue_us += r.queue_us_sum;
@@ -274,11 +303,13 @@ int Run(const Plan& plan, bool json) {
       errors[CodeName(code)] += count;
       failed += count;
     }
+    first_start = std::min(first_start, r.first_start);
     last_finish = std::max(last_finish, r.last_finish);
   }
   std::sort(latencies.begin(), latencies.end());
   const int64_t ok = static_cast<int64_t>(latencies.size());
-  const double seconds = std::max(absl::ToDoubleSeconds(last_finish - measure_start), 1e-9);
+  const double seconds =
+      first_start < last_finish ? absl::ToDoubleSeconds(last_finish - first_start) : 1e-9;
   const double rps = ok / seconds;
   double mean_latency = 0;
   for (double v : latencies) mean_latency += v;
@@ -356,7 +387,7 @@ absl::StatusOr<Plan> PlanFromFlags() {
   if (plan.warmup < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--warmup must not be negative");
   }
-  if (plan.timeout <= absl::ZeroDuration()) {
+  if (plan.timeout <= absl::ZeroDuration()) {  // inf is allowed: no deadline
     return absl::InvalidArgumentError("--timeout must be positive");
   }
   if (plan.target.empty() || plan.model.empty()) {

@@ -234,8 +234,8 @@ TEST_F(BadInputTest, MessageAboveMaxMessageBytesIsResourceExhausted) {
   const auto request = MakeInferRequest(kDigits, std::vector<float>(rows * kDigitsWidth, 0.25f),
                                         rows, kDigitsWidth, {.raw = true});
   ASSERT_GT(request.ByteSizeLong(), static_cast<size_t>(kMaxMessageBytes));
-  EXPECT_EQ(Send(request).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
-      << Describe(Send(request));
+  const grpc::Status status = Send(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << Describe(status);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@ class CancellationTest : public SharedServerTest<CancellationTest> {
 
 TEST_F(CancellationTest, CancelledCallsLeaveTheServerServingAndOthersCorrect) {
   const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << " (MOE_TEST_SEED replays)");
   std::mt19937_64 rng(seed);
   constexpr int kCalls = 40;
   std::vector<inference::ModelInferRequest> requests;
@@ -31,7 +32,9 @@ TEST_F(CancellationTest, CancelledCallsLeaveTheServerServingAndOthersCorrect) {
   for (int i = 0; i < kCalls; i += 2) {
     inference::ModelInferResponse response;
     ASSERT_THAT(Infer(stub(), requests[i], &response), GrpcOk());
-    expected.push_back(*OutputFloats(response, "logits"));
+    auto logits = OutputFloats(response, "logits");
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    expected.push_back(*std::move(logits));
   }
 
   AsyncCalls calls(stub());
@@ -48,12 +51,17 @@ TEST_F(CancellationTest, CancelledCallsLeaveTheServerServingAndOthersCorrect) {
         << "call " << i << ": " << Describe(status);
     cancelled += status.error_code() == grpc::StatusCode::CANCELLED;
   }
+  // A client-side count: TryCancel makes the client's own status CANCELLED whatever the server
+  // does, so this only shows that most cancels came before the answers. That a cancelled
+  // request leaves the queue uncomputed is checked in-process (kserve_service_test,
+  // batch_scheduler_test); here the point is that the other calls are right and the server
+  // keeps serving.
   EXPECT_GT(cancelled, kCalls / 4) << "most cancels should land while the calls wait";
   for (int i = 0; i < kCalls; i += 2) {
     ASSERT_THAT(calls.status(i), GrpcOk()) << "call " << i;
     auto logits = OutputFloats(calls.response(i), "logits");
     ASSERT_TRUE(logits.ok()) << logits.status();
-    EXPECT_EQ(*logits, expected[i / 2]) << "call " << i << ", seed " << seed;
+    EXPECT_EQ(*logits, expected[i / 2]) << "call " << i;
   }
 
   grpc::ClientContext context;
@@ -62,16 +70,26 @@ TEST_F(CancellationTest, CancelledCallsLeaveTheServerServingAndOthersCorrect) {
   EXPECT_TRUE(ready.ready());
   inference::ModelInferResponse response;
   ASSERT_THAT(Infer(stub(), requests[0], &response), GrpcOk());
-  EXPECT_EQ(*OutputFloats(response, "logits"), expected[0]);
+  auto logits = OutputFloats(response, "logits");
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  EXPECT_EQ(*logits, expected[0]);
 }
 
 TEST_F(CancellationTest, CancellingEveryCallLeavesTheServerServing) {
-  std::mt19937_64 rng(testing::FreshSeed());
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << " (MOE_TEST_SEED replays)");
+  std::mt19937_64 rng(seed);
   for (int round = 0; round < 3; ++round) {
     AsyncCalls calls(stub());
     for (int i = 0; i < 30; ++i) calls.Start(OneBatchRequest(rng));
     for (int i = 0; i < 30; ++i) calls.Cancel(i);
     ASSERT_TRUE(calls.WaitAll());
+    for (int i = 0; i < 30; ++i) {
+      // A call may have finished before its cancel arrived.
+      const grpc::Status& status = calls.status(i);
+      EXPECT_TRUE(status.ok() || status.error_code() == grpc::StatusCode::CANCELLED)
+          << "round " << round << ", call " << i << ": " << Describe(status);
+    }
   }
   inference::ModelInferResponse response;
   EXPECT_THAT(Infer(stub(), OneBatchRequest(rng), &response), GrpcOk());

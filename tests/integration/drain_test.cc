@@ -31,8 +31,35 @@ grpc::Status CallOnNewChannel(const testing::ServerProcess& server, std::mt19937
   return Infer(*stub, OneBatchRequest(rng), &response, absl::Seconds(10));
 }
 
+// Polls the health service until it says NOT_SERVING, or until the server no longer answers
+// (UNAVAILABLE: it has drained and stopped listening already); fails after `timeout`.
+void AwaitNotServing(const testing::ServerProcess& server, absl::Duration timeout) {
+  auto health = grpc::health::v1::Health::NewStub(server.channel());
+  const absl::Time give_up = absl::Now() + timeout;
+  std::string last = "no answer yet";
+  while (true) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+    grpc::health::v1::HealthCheckRequest request;
+    HealthCheckResponse response;
+    const grpc::Status status = health->Check(&context, request, &response);
+    if (status.ok() && response.status() == HealthCheckResponse::NOT_SERVING) return;
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) return;
+    last =
+        status.ok() ? HealthCheckResponse::ServingStatus_Name(response.status()) : Describe(status);
+    if (absl::Now() >= give_up) {
+      ADD_FAILURE() << "health still " << last << " " << absl::FormatDuration(timeout)
+                    << " after the signal";
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 void DrainsInFlightRequestsOn(int signal) {
-  std::mt19937_64 rng(testing::FreshSeed());
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << " (MOE_TEST_SEED replays)");
+  std::mt19937_64 rng(seed);
   auto started = StartServer(DrainServerArgs());
   ASSERT_TRUE(started.ok()) << started.status();
   testing::ServerProcess& server = **started;
@@ -41,37 +68,41 @@ void DrainsInFlightRequestsOn(int signal) {
   constexpr int kCalls = 100;
   AsyncCalls calls(*stub);
   for (int i = 0; i < kCalls; ++i) calls.Start(OneBatchRequest(rng));
-  // The first answer proves the calls reached the server; the rest are queued or on the way.
+  // The first answer proves the calls' connection is up and the server computing; the other
+  // calls are queued or, rarely, still on their way. One that reaches the server only after the
+  // signal is refused as new work (UNAVAILABLE), which the checks below allow; one that was
+  // accepted must be answered.
   ASSERT_TRUE(calls.WaitForFinished(1));
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
   const absl::Time signalled = absl::Now();
   ASSERT_TRUE(server.Terminate(signal).ok());
   const size_t finished_at_signal = calls.finished();
 
-  // Draining: the server is no longer ready and takes no new calls.
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  if (calls.finished() < kCalls) {
-    auto health = grpc::health::v1::Health::NewStub(server.channel());
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    grpc::health::v1::HealthCheckRequest request;
-    grpc::health::v1::HealthCheckResponse response;
-    const grpc::Status status = health->Check(&context, request, &response);
-    if (status.ok()) {
-      EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING) << "while draining";
-    } else {
-      EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << Describe(status);
-    }
-    EXPECT_EQ(CallOnNewChannel(server, rng).error_code(), grpc::StatusCode::UNAVAILABLE)
-        << "a new call while draining";
-  }
+  // Draining: the server is no longer ready (or already gone) and takes no new calls. Health
+  // turns NOT_SERVING only after the scheduler refuses new work, so the call below is new work
+  // whether the drain is still running or over.
+  ASSERT_NO_FATAL_FAILURE(AwaitNotServing(server, absl::Seconds(5)));
+  EXPECT_EQ(CallOnNewChannel(server, rng).error_code(), grpc::StatusCode::UNAVAILABLE)
+      << "a new call while draining";
 
   ASSERT_TRUE(calls.WaitAll(absl::Seconds(120)));
   size_t answered_after_signal = 0;
+  size_t refused = 0;
   for (int i = 0; i < kCalls; ++i) {
-    EXPECT_THAT(calls.status(i), GrpcOk()) << "call " << i << " was accepted before the signal";
-    answered_after_signal += calls.finish_time(i) > signalled;
+    const grpc::Status& status = calls.status(i);
+    if (status.ok()) {
+      answered_after_signal += calls.finish_time(i) > signalled;
+      continue;
+    }
+    // Only a call that had not reached the server when the drain began may fail, and only as
+    // the drain refuses new work: an accepted call dropped in the drain would fail otherwise.
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << "call " << i << ": " << Describe(status);
+    EXPECT_THAT(status.error_message(), ::testing::HasSubstr("accepts no new requests"))
+        << "call " << i << " failed other than by being refused as new work";
+    ++refused;
   }
+  EXPECT_LT(refused, static_cast<size_t>(kCalls) / 2)
+      << "most calls should have been accepted before the signal";
   EXPECT_LT(finished_at_signal, static_cast<size_t>(kCalls));
   EXPECT_GT(answered_after_signal, 0u)
       << "every call finished before the signal: the drain was not exercised";
@@ -114,8 +145,9 @@ TEST(DrainTest, IdleServerWithAConnectedClientExitsPromptly) {
   auto exit_code = server.WaitForExit(absl::Seconds(30));
   ASSERT_TRUE(exit_code.ok()) << exit_code.status() << "\n" << server.LogTail();
   EXPECT_EQ(*exit_code, 0) << server.LogTail();
-  // Nothing is in flight: there is nothing to wait for.
-  EXPECT_LT(absl::Now() - signalled, absl::Seconds(2)) << server.LogTail();
+  // Nothing is in flight: there is nothing to wait for. The bound is loose for slow machines;
+  // what it guards against is waiting out the idle connection or the 30 s --drain-timeout.
+  EXPECT_LT(absl::Now() - signalled, absl::Seconds(10)) << server.LogTail();
 }
 
 TEST(DrainTest, DrainTimeoutBoundsTheDrain) {

@@ -46,8 +46,12 @@ TEST_F(LmModelTest, ModelInferIsRefusedWithFailedPrecondition) {
   const grpc::Status status = Infer(stub(), MakeInferRequest(kLm, values, 1, 64), &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << Describe(status);
   EXPECT_THAT(status.error_message(), Not(IsEmpty()));
-  // The reason the server gives is the one GetModelInfo gives.
-  EXPECT_THAT(status.error_message(), HasSubstr(Info().not_servable_reason()));
+  // The reason the server gives is the one GetModelInfo gives (an empty reason would match any
+  // message: check it says something first).
+  const std::string reason = Info().not_servable_reason();
+  ASSERT_THAT(reason, Not(IsEmpty()));
+  EXPECT_THAT(reason, HasSubstr("language model"));
+  EXPECT_THAT(status.error_message(), HasSubstr(reason));
 }
 
 TEST_F(LmModelTest, ListedAndDescribedAsNotTensorServable) {

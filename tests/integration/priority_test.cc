@@ -19,7 +19,9 @@ class PriorityTest : public SharedServerTest<PriorityTest> {
 };
 
 TEST_F(PriorityTest, HighPriorityRequestOvertakesQueuedDefaultOnes) {
-  std::mt19937_64 rng(testing::FreshSeed());
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << " (MOE_TEST_SEED replays)");
+  std::mt19937_64 rng(seed);
   constexpr int kFillers = 60;
   AsyncCalls calls(stub());
   for (int i = 0; i < kFillers; ++i) calls.Start(OneBatchRequest(rng));
@@ -41,7 +43,9 @@ TEST_F(PriorityTest, HighPriorityRequestOvertakesQueuedDefaultOnes) {
 
 TEST_F(PriorityTest, ExplicitDefaultPriorityKeepsItsPlaceInTheQueue) {
   // "priority": 0 is the default level, the same as no parameter: first come, first served.
-  std::mt19937_64 rng(testing::FreshSeed());
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << " (MOE_TEST_SEED replays)");
+  std::mt19937_64 rng(seed);
   constexpr int kFillers = 40;
   AsyncCalls calls(stub());
   for (int i = 0; i < kFillers; ++i) calls.Start(OneBatchRequest(rng));
@@ -62,7 +66,9 @@ TEST_F(PriorityTest, ExplicitDefaultPriorityKeepsItsPlaceInTheQueue) {
 TEST_F(PriorityTest, AnyExplicitLevelOvertakesTheDefault) {
   // The default level sorts after every explicit one (as in Triton): level 5 is low, but not
   // as low as no priority at all.
-  std::mt19937_64 rng(testing::FreshSeed());
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << " (MOE_TEST_SEED replays)");
+  std::mt19937_64 rng(seed);
   constexpr int kFillers = 60;
   AsyncCalls calls(stub());
   for (int i = 0; i < kFillers; ++i) calls.Start(OneBatchRequest(rng));

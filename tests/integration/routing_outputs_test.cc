@@ -88,7 +88,9 @@ void ExpectValidRouting(const ModelInferResponse& response, const ModelShape& mo
 }
 
 TEST_F(RoutingOutputsTest, RoutingParameterAddsIdsAndWeightsForEachModel) {
-  std::mt19937_64 rng(testing::FreshSeed());
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << " (MOE_TEST_SEED replays)");
+  std::mt19937_64 rng(seed);
   for (const ModelShape& model : {kDigitsShape, kSyntheticShape}) {
     SCOPED_TRACE(model.name);
     const int64_t rows = 6;
@@ -106,7 +108,9 @@ TEST_F(RoutingOutputsTest, RoutingParameterAddsIdsAndWeightsForEachModel) {
 }
 
 TEST_F(RoutingOutputsTest, WithoutTheParameterOnlyLogitsComeBack) {
-  std::mt19937_64 rng(testing::FreshSeed());
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << " (MOE_TEST_SEED replays)");
+  std::mt19937_64 rng(seed);
   ModelInferResponse response;
   ASSERT_THAT(
       Infer(stub(), MakeInferRequest(kDigits, UniformRows(rng, 2, kDigitsWidth), 2, kDigitsWidth),
@@ -117,7 +121,9 @@ TEST_F(RoutingOutputsTest, WithoutTheParameterOnlyLogitsComeBack) {
 }
 
 TEST_F(RoutingOutputsTest, RoutingOutputsCanBeAskedForByName) {
-  std::mt19937_64 rng(testing::FreshSeed());
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << " (MOE_TEST_SEED replays)");
+  std::mt19937_64 rng(seed);
   const auto values = UniformRows(rng, 3, kDigitsWidth);
   ModelInferResponse ids_only;
   ASSERT_THAT(
@@ -138,12 +144,17 @@ TEST_F(RoutingOutputsTest, RoutingOutputsCanBeAskedForByName) {
   ASSERT_THAT(all.outputs(), SizeIs(3));
   ExpectValidRouting(all, kDigitsShape, 3);
   // The same rows route the same way whichever outputs are asked for.
-  EXPECT_EQ(*OutputInt32s(ids_only, "routing_expert_ids"),
-            *OutputInt32s(all, "routing_expert_ids"));
+  auto ids_alone = OutputInt32s(ids_only, "routing_expert_ids");
+  ASSERT_TRUE(ids_alone.ok()) << ids_alone.status();
+  auto ids_with_others = OutputInt32s(all, "routing_expert_ids");
+  ASSERT_TRUE(ids_with_others.ok()) << ids_with_others.status();
+  EXPECT_EQ(*ids_alone, *ids_with_others);
 }
 
 TEST_F(RoutingOutputsTest, IdenticalRowsRouteIdentically) {
-  std::mt19937_64 rng(testing::FreshSeed());
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << " (MOE_TEST_SEED replays)");
+  std::mt19937_64 rng(seed);
   const auto row = UniformRows(rng, 1, kSyntheticWidth);
   std::vector<float> values;
   for (int i = 0; i < 4; ++i) values.insert(values.end(), row.begin(), row.end());

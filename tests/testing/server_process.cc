@@ -3,7 +3,8 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <spawn.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -75,25 +77,8 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, int max_m
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     const std::string& binary, const std::vector<std::string>& args, const std::string& log_path) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-
-  // The child starts with no blocked signals and default dispositions for the ones tests send,
-  // whatever the test process (gRPC threads, gtest) set for itself.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t empty, defaults;
-  sigemptyset(&empty);
-  sigemptyset(&defaults);
-  for (int sig : {SIGTERM, SIGINT, SIGPIPE, SIGCHLD, SIGHUP, SIGQUIT}) sigaddset(&defaults, sig);
-  posix_spawnattr_setsigmask(&attr, &empty);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
+  // Everything the child needs is prepared here: between fork and exec a multithreaded process
+  // may call only async-signal-safe functions (no allocation, no locks).
   std::vector<std::string> argv_strings;
   argv_strings.push_back(binary);
   argv_strings.insert(argv_strings.end(), args.begin(), args.end());
@@ -101,11 +86,66 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
   for (std::string& arg : argv_strings) argv.push_back(arg.data());
   argv.push_back(nullptr);
 
-  pid_t pid = -1;
-  const int error = posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (error != 0) {
+  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0) return absl::InternalError(absl::StrCat("open /dev/null: ", ErrnoText(errno)));
+  FdCloser null_closer(null_fd);
+  const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) {
+    return absl::InternalError(absl::StrCat("open ", log_path, ": ", ErrnoText(errno)));
+  }
+  FdCloser log_closer(log_fd);
+  // The child writes its errno here when exec fails; a successful exec closes it (O_CLOEXEC).
+  int exec_error_pipe[2];
+  if (pipe2(exec_error_pipe, O_CLOEXEC) != 0) {
+    return absl::InternalError(absl::StrCat("pipe2: ", ErrnoText(errno)));
+  }
+  FdCloser read_closer(exec_error_pipe[0]);
+  std::optional<FdCloser> write_closer(std::in_place, exec_error_pipe[1]);
+
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", ErrnoText(errno)));
+  if (pid == 0) {
+    // The child. The kernel sends it SIGKILL when the test process dies (a crash, an abort, a
+    // SIGKILL from ctest's timeout), so that no server outlives its test binary. The parent
+    // may have died before prctl: then it has been reparented already.
+    auto fail = [&](int error) {
+      const ssize_t ignored = write(exec_error_pipe[1], &error, sizeof(error));
+      (void)ignored;
+      _exit(127);
+    };
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(errno);
+    if (getppid() != parent) _exit(126);
+    if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
+        dup2(log_fd, STDERR_FILENO) < 0) {
+      fail(errno);
+    }
+    // No blocked signals and default dispositions for the ones tests send, whatever the test
+    // process (gRPC threads, gtest) set for itself; ignored signals stay ignored across exec.
+    struct sigaction default_action {};
+    default_action.sa_handler = SIG_DFL;
+    sigemptyset(&default_action.sa_mask);
+    for (int sig : {SIGTERM, SIGINT, SIGPIPE, SIGCHLD, SIGHUP, SIGQUIT}) {
+      sigaction(sig, &default_action, nullptr);
+    }
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigprocmask(SIG_SETMASK, &empty, nullptr);
+    execve(binary.c_str(), argv.data(), environ);
+    fail(errno);
+  }
+
+  // The parent: read the child's exec error, or end of file once exec succeeded.
+  write_closer.reset();
+  int error = 0;
+  ssize_t got;
+  do {
+    got = read(exec_error_pipe[0], &error, sizeof(error));
+  } while (got < 0 && errno == EINTR);
+  if (got == static_cast<ssize_t>(sizeof(error))) {
+    int wait_status = 0;
+    while (waitpid(pid, &wait_status, 0) < 0 && errno == EINTR) {
+    }
     const std::string what = absl::StrCat("cannot start ", binary, ": ", ErrnoText(error));
     return error == ENOENT ? absl::NotFoundError(what) : absl::InternalError(what);
   }

@@ -35,8 +35,10 @@ absl::StatusOr<int> PickFreeLoopbackPort();
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
                                            int max_message_bytes = kDefaultMaxMessageBytes);
 
-// A child process started with posix_spawn, stdin from /dev/null, stdout and stderr appended to
-// one log file. The destructor kills it (SIGKILL) if it still runs and reaps it.
+// A child process (fork and exec), stdin from /dev/null, stdout and stderr appended to one log
+// file. The destructor kills it (SIGKILL) if it still runs and reaps it; the kernel kills it
+// (PR_SET_PDEATHSIG) if the test process dies first. Linux sends that signal when the *thread*
+// that spawned the child exits: spawn from a thread that outlives the child (the main thread).
 class ChildProcess {
  public:
   static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(const std::string& binary,

@@ -85,17 +85,16 @@ class KServeGrpcioTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.server = moe_server.ServerProcess(ARGS.server, ["--backend", "cpu"], server_ready)
+        # Class cleanups run even when the rest of setUpClass raises (tearDownClass does not),
+        # in reverse order: the channel closes before the server stops.
+        cls.addClassCleanup(cls.server.close)
         cls.channel = grpc.insecure_channel(cls.server.address)
+        cls.addClassCleanup(cls.channel.close)
         cls.kserve = pb_grpc.GRPCInferenceServiceStub(cls.channel)
         cls.moe = moe_pb_grpc.MoEServiceStub(cls.channel)
         cls.health = health_pb2_grpc.HealthStub(cls.channel)
         cls.heldout = moe_server.read_safetensors(
             os.path.join(ARGS.source, "models", "builtin", "heldout.safetensors"))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
-        cls.server.close()
 
     def infer(self, request):
         return self.kserve.ModelInfer(request, timeout=TIMEOUT)

@@ -54,6 +54,14 @@ class ServerProcess:
         self.log_path = os.path.join(self._dir, "server.log")
         self.address = None
         self.process = None
+        try:
+            self._start(binary, args, ready, timeout)
+        except BaseException:
+            # Nothing else will clean up after an object whose constructor raised.
+            self.close()
+            raise
+
+    def _start(self, binary, args, ready, timeout):
         last_error = None
         for _ in range(3):  # the port may be taken between picking and binding it
             self.address = f"127.0.0.1:{free_loopback_port()}"

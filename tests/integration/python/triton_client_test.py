@@ -40,14 +40,13 @@ class TritonClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.server = moe_server.ServerProcess(ARGS.server, ["--backend", "cpu"], server_ready)
+        # Class cleanups run even when the rest of setUpClass raises (tearDownClass does not),
+        # in reverse order: the client closes before the server stops.
+        cls.addClassCleanup(cls.server.close)
         cls.client = triton.InferenceServerClient(url=cls.server.address)
+        cls.addClassCleanup(cls.client.close)
         cls.heldout = moe_server.read_safetensors(
             os.path.join(ARGS.source, "models", "builtin", "heldout.safetensors"))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.client.close()
-        cls.server.close()
 
     def infer(self, rows, datatype="FP32", outputs=("logits",), **kwargs):
         tensor = triton.InferInput("input", list(rows.shape), datatype)

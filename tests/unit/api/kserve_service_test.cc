@@ -192,15 +192,23 @@ TEST_F(KServeServiceTest, DeadlineInTheQueueIsExceededAndNeverComputed) {
   const auto a = MakeRequest(1, 1);
   StartCall(&running, a);
   model_->AwaitBatchesStarted(1);
-  inference::ModelInferResponse response;
-  const grpc::Status late = Infer(MakeRequest(1, 99), &response, absl::Milliseconds(50));
-  EXPECT_EQ(late.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The late call waits in the queue behind the held batch until its deadline passes.
+  PendingCall late;
+  const auto b = MakeRequest(1, 99);
+  late.context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
+  StartCall(&late, b);
+  ASSERT_NO_FATAL_FAILURE(AwaitQueued(1));
+  ASSERT_TRUE(late.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  EXPECT_EQ(late.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << late.status.error_message();
   // The server's deadline runs from the call's arrival, a little after the client's start:
   // wait until the call has left the queue (cancelled by gRPC at its deadline) before the
   // model may take another batch.
-  AwaitQueued(0);
+  ASSERT_NO_FATAL_FAILURE(AwaitQueued(0));
   model_->Release();
   running.done.WaitForNotification();
+  EXPECT_TRUE(running.status.ok()) << running.status.error_message();
+  inference::ModelInferResponse response;
   ASSERT_TRUE(Infer(MakeRequest(1, 3), &response).ok());
   EXPECT_THAT(model_->seen_first_values(), ::testing::Not(::testing::Contains(99.0f)));
 }

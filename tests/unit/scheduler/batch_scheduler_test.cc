@@ -258,8 +258,10 @@ TEST_F(BatchSchedulerTest, DrainTimeoutFailsWhatIsStillQueuedWithUnavailable) {
   ASSERT_TRUE(Submit(&running, 1, 1).ok());
   model_->AwaitBatchesStarted(1);
   ASSERT_TRUE(Submit(&queued, 1, 2).ok());
-  std::thread releaser([this] {
-    absl::SleepFor(absl::Milliseconds(100));
+  // FinishDrain fails the queued request once its timeout passes, then waits for the running
+  // batch: release that batch only after the queued request has been abandoned.
+  std::thread releaser([this, &queued] {
+    queued.done.WaitForNotificationWithTimeout(absl::Seconds(30));
     model_->Release();
   });
   EXPECT_FALSE(scheduler_->FinishDrain(absl::Milliseconds(20)));
@@ -309,8 +311,10 @@ TEST_F(BatchSchedulerTest, DestroyingTheSchedulerCompletesQueuedRequests) {
   ASSERT_TRUE(Submit(&running, 1, 1).ok());
   model_->AwaitBatchesStarted(1);
   ASSERT_TRUE(Submit(&queued, 1, 2).ok());
-  std::thread releaser([this] {
-    absl::SleepFor(absl::Milliseconds(50));
+  // The destructor completes the queued request before it joins the worker held in the running
+  // batch: release that batch only once the queued request has been completed.
+  std::thread releaser([this, &queued] {
+    queued.done.WaitForNotificationWithTimeout(absl::Seconds(30));
     model_->Release();
   });
   scheduler_.reset();

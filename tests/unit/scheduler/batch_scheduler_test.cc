@@ -68,6 +68,23 @@ class BatchSchedulerTest : public ::testing::Test {
     return scheduler_->Submit(std::move(request));
   }
 
+  // One request running in a held batch (model_ blocked in Run), one more queued behind it.
+  void RunOneQueueOne(Outcome* running, Outcome* queued) {
+    model_->Hold();
+    ASSERT_TRUE(Submit(running, 1, 1).ok());
+    model_->AwaitBatchesStarted(1);
+    ASSERT_TRUE(Submit(queued, 1, 2).ok());
+  }
+
+  // Releases the held batch once `queued` has completed: shutdown paths complete abandoned
+  // requests before they wait for the running batch.
+  std::thread ReleaseOnceCompleted(Outcome* queued) {
+    return std::thread([this, queued] {
+      queued->done.WaitForNotificationWithTimeout(absl::Seconds(30));
+      model_->Release();
+    });
+  }
+
   int64_t live_before_ = 0;
   FakeModel* model_ = nullptr;
   std::unique_ptr<BatchScheduler> scheduler_;
@@ -253,17 +270,9 @@ TEST_F(BatchSchedulerTest, DrainFinishesQueuedWorkAndRefusesNewWork) {
 
 TEST_F(BatchSchedulerTest, DrainTimeoutFailsWhatIsStillQueuedWithUnavailable) {
   Start({.max_batch_rows = 1});
-  model_->Hold();
   Outcome running, queued;
-  ASSERT_TRUE(Submit(&running, 1, 1).ok());
-  model_->AwaitBatchesStarted(1);
-  ASSERT_TRUE(Submit(&queued, 1, 2).ok());
-  // FinishDrain fails the queued request once its timeout passes, then waits for the running
-  // batch: release that batch only after the queued request has been abandoned.
-  std::thread releaser([this, &queued] {
-    queued.done.WaitForNotificationWithTimeout(absl::Seconds(30));
-    model_->Release();
-  });
+  ASSERT_NO_FATAL_FAILURE(RunOneQueueOne(&running, &queued));
+  std::thread releaser = ReleaseOnceCompleted(&queued);
   EXPECT_FALSE(scheduler_->FinishDrain(absl::Milliseconds(20)));
   releaser.join();
   EXPECT_THAT(queued.status, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("drain")));
@@ -306,17 +315,9 @@ TEST_F(BatchSchedulerTest, QueueDelayEndsOnceAsManyRowsAsRecentBatchesAreQueued)
 
 TEST_F(BatchSchedulerTest, DestroyingTheSchedulerCompletesQueuedRequests) {
   Start({.max_batch_rows = 1});
-  model_->Hold();
   Outcome running, queued;
-  ASSERT_TRUE(Submit(&running, 1, 1).ok());
-  model_->AwaitBatchesStarted(1);
-  ASSERT_TRUE(Submit(&queued, 1, 2).ok());
-  // The destructor completes the queued request before it joins the worker held in the running
-  // batch: release that batch only once the queued request has been completed.
-  std::thread releaser([this, &queued] {
-    queued.done.WaitForNotificationWithTimeout(absl::Seconds(30));
-    model_->Release();
-  });
+  ASSERT_NO_FATAL_FAILURE(RunOneQueueOne(&running, &queued));
+  std::thread releaser = ReleaseOnceCompleted(&queued);
   scheduler_.reset();
   releaser.join();
   EXPECT_TRUE(queued.done.HasBeenNotified());

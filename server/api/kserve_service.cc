@@ -63,10 +63,11 @@ class InferCall final : public grpc::ServerUnaryReactor {
     std::vector<float> input = std::move(shared->input);
     auto request = std::make_unique<InferenceRequest>(
         std::move(input), shared->rows, shared->want_routing(), deadline, shared->priority,
-        [this, shared, &model](absl::Status status, InferenceResult result) {
+        // The description lives as long as the scheduler, which outlives every request.
+        [this, shared, model = &model](absl::Status status, InferenceResult result) {
           if (status.ok()) {
             try {
-              BuildInferResponse(*request_, *shared, model, result, response_);
+              BuildInferResponse(*request_, *shared, *model, result, response_);
             } catch (const std::bad_alloc&) {
               response_->Clear();
               status = absl::ResourceExhaustedError("out of memory building the response");

@@ -97,5 +97,32 @@ TEST(GrpcServerTest, HealthAndReadinessFollowLoadingAndDraining) {
   EXPECT_TRUE(registry.FinishDrain(absl::Seconds(10)));
 }
 
+TEST(GrpcServerTest, HealthWatchStreamsTheChangeToServing) {
+  ModelRegistry registry;
+  ASSERT_TRUE(registry.Declare("fake").ok());
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server =
+      GrpcServer::Start({.address = "127.0.0.1:0"}, &registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service("fake");
+  auto stream = health->Watch(&context, request);
+  using Serving = grpc::health::v1::HealthCheckResponse;
+  Serving update;
+  ASSERT_TRUE(stream->Read(&update));
+  EXPECT_EQ(update.status(), Serving::NOT_SERVING) << "while the model loads";
+
+  auto scheduler = scheduler::BatchScheduler::Create(std::make_unique<testing::FakeModel>(), {});
+  ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  ASSERT_TRUE(registry.SetLoaded("fake", std::move(*scheduler)).ok());
+  (*server)->UpdateHealth();
+  ASSERT_TRUE(stream->Read(&update));
+  EXPECT_EQ(update.status(), Serving::SERVING) << "once it has loaded";
+  context.TryCancel();
+}
+
 }  // namespace
 }  // namespace moe::api

@@ -14,6 +14,7 @@ target_include_directories(moe_openblas INTERFACE ${MOE_CBLAS_INCLUDE_DIR})
 if(MOE_BUILD_SERVER)
   find_package(Protobuf REQUIRED)
   find_package(gRPC CONFIG REQUIRED)
+  find_package(prometheus-cpp CONFIG REQUIRED)
   find_program(MOE_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
   # Python stubs for the Python integration tests and examples (optional at build time).
   find_program(MOE_GRPC_PYTHON_PLUGIN grpc_python_plugin)

@@ -13,6 +13,9 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   prometheus-cpp-dev
+  # The real Prometheus server and promtool: the metrics integration test scrapes the server
+  # with it, and the alert rules in deploy/ are checked with promtool.
+  prometheus
   # Python integration tests: Debian's interpreter with grpcio, protobuf and numpy, and venv
   # for the stock Triton client from PyPI.
   python3 python3-grpcio python3-protobuf python3-numpy python3-venv

@@ -48,12 +48,17 @@ struct RunOptions {
   int warmup = 1;
   int repeats = 5;
   bool naive = true;  // also time the naive per-expert loop
+  // Also time profiling passes of the fast path (MoELayerOutputs::expert_seconds set), to show
+  // what the server's sampled per-expert timing costs over a normal pass.
+  bool expert_timing = false;
   uint64_t seed = 0;  // of the input activations
 };
 
 struct CaseResult {
   TimingStats fast;
   std::optional<TimingStats> naive;
+  std::optional<TimingStats> profiled;       // the fast path with per-expert timing on
+  std::vector<double> expert_seconds;        // [E] from the last profiled call (empty: none)
   std::vector<int64_t> expert_token_counts;  // [E] from the fast path's last timed call
 };
 

@@ -111,6 +111,20 @@ class CpuBackend final : public BenchBackend {
     if (!fast_stats.ok()) return fast_stats.status();
     result.fast = *fast_stats;
 
+    if (options.expert_timing) {
+      result.expert_seconds.assign(static_cast<size_t>(shape.experts), 0.0);
+      kernels::MoELayerOutputs profiled_outputs = outputs;
+      profiled_outputs.expert_seconds = result.expert_seconds.data();
+      auto profiled = [&]() {
+        return kernels::MoEForwardCpu(weights, router, input.data(), tokens, profiled_outputs,
+                                      &workspace);
+      };
+      absl::StatusOr<TimingStats> profiled_stats =
+          Measure(HostTimed(profiled), options.warmup, options.repeats);
+      if (!profiled_stats.ok()) return profiled_stats.status();
+      result.profiled = *profiled_stats;
+    }
+
     if (options.naive) {
       std::vector<int64_t> naive_counts(static_cast<size_t>(shape.experts), 0);
       kernels::MoELayerOutputs naive_outputs = outputs;

@@ -140,6 +140,17 @@ class CudaBackend final : public BenchBackend {
     if (!fast_ms.ok()) return fast_ms.status();
     result.fast = Summarize(*std::move(fast_ms));
 
+    if (options.expert_timing) {
+      result.expert_seconds.assign(static_cast<size_t>(shape_.experts), 0.0);
+      kernels::CudaMoEOutputs profiled_outputs = outputs;
+      profiled_outputs.host_expert_seconds = result.expert_seconds.data();
+      auto profiled = [&]() { return layer_->Forward(x->data(), tokens, profiled_outputs); };
+      absl::StatusOr<std::vector<double>> profiled_ms =
+          kernels::TimeOnStreamMs(*context_, profiled, options.warmup, options.repeats);
+      if (!profiled_ms.ok()) return profiled_ms.status();
+      result.profiled = Summarize(*std::move(profiled_ms));
+    }
+
     if (options.naive) {
       std::vector<int64_t> naive_counts(static_cast<size_t>(shape_.experts), 0);
       kernels::CudaMoEOutputs naive_outputs = outputs;

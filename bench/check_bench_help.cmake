@@ -6,7 +6,7 @@ if(NOT exit_code EQUAL 0)
   message(FATAL_ERROR "moe-bench --help exited ${exit_code}\nstdout: ${out}\nstderr: ${err}")
 endif()
 foreach(flag --backend --shapes --hidden --ffn --experts --top_k --tokens --dtype --[no]json
-    --repeats --warmup --seed --[no]naive --gemm_ceiling_size --copy_ceiling_mib
+    --repeats --warmup --seed --[no]naive --[no]expert_timing --gemm_ceiling_size --copy_ceiling_mib
     --read_ceiling_mib --flagfile --help)
   string(FIND "${out}" "${flag}" at)
   if(at EQUAL -1)

@@ -1,5 +1,6 @@
 # Runs moe-bench (MOE_BENCH, arguments MOE_BENCH_ARGS) and fails unless it exits 0 and prints
-# one JSON object holding every key that scripts read.
+# one JSON object holding every key that scripts read (and a number under each key of
+# MOE_BENCH_NUMBER_KEYS, when given).
 execute_process(COMMAND ${MOE_BENCH} ${MOE_BENCH_ARGS}
   RESULT_VARIABLE exit_code OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT exit_code EQUAL 0)
@@ -17,6 +18,12 @@ foreach(key backend dtype hidden ffn experts top_k tokens median_ms min_ms tflop
   string(JSON value ERROR_VARIABLE key_error GET "${out}" ${key})
   if(key_error)
     message(FATAL_ERROR "JSON output lacks '${key}': ${out}")
+  endif()
+endforeach()
+foreach(key ${MOE_BENCH_NUMBER_KEYS})
+  string(JSON type ERROR_VARIABLE key_error TYPE "${out}" ${key})
+  if(key_error OR NOT type STREQUAL "NUMBER")
+    message(FATAL_ERROR "JSON output has no number under '${key}': ${out}")
   endif()
 endforeach()
 string(JSON median GET "${out}" median_ms)

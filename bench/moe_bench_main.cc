@@ -67,6 +67,9 @@ ABSL_FLAG(int32_t, warmup, 1, "Untimed runs before the timed ones, per case.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the random weights and inputs.");
 ABSL_FLAG(bool, naive, true,
           "Also time the naive per-expert loop of the same backend and report the speedup.");
+ABSL_FLAG(bool, expert_timing, false,
+          "Also time profiling passes of the fast path (per-expert timing on, as the server's "
+          "sampled passes run) and report their median and cost over a normal pass.");
 ABSL_FLAG(int64_t, gemm_ceiling_size, 0,
           "Dense GEMM ceiling: M = N = K of the GEMM timed to measure the backend's rate (f32 "
           "sgemm on cpu, the layer dtype on cuda). 0 = backend default: 2048 cpu, 8192 cuda.");
@@ -220,6 +223,7 @@ absl::StatusOr<BenchPlan> PlanFromFlags() {
   plan.run.repeats = absl::GetFlag(FLAGS_repeats);
   plan.run.warmup = absl::GetFlag(FLAGS_warmup);
   plan.run.naive = absl::GetFlag(FLAGS_naive);
+  plan.run.expert_timing = absl::GetFlag(FLAGS_expert_timing);
   plan.run.seed = absl::GetFlag(FLAGS_seed);
   if (plan.run.repeats < 1 || plan.run.repeats > 100000) {
     return absl::InvalidArgumentError(

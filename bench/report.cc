@@ -82,6 +82,14 @@ void Derive(CaseReport& r) {
   } else {
     r.speedup_vs_naive.reset();
   }
+  r.profiling_cost.reset();
+  r.expert_ms_sum.reset();
+  if (r.result.profiled.has_value() && r.result.fast.median_ms > 0) {
+    r.profiling_cost = r.result.profiled->median_ms / r.result.fast.median_ms;
+    double sum = 0.0;
+    for (double seconds : r.result.expert_seconds) sum += seconds;
+    r.expert_ms_sum = 1e3 * sum;
+  }
 }
 
 std::string TableHeader(const std::string& backend, const std::string& device,
@@ -126,11 +134,18 @@ std::string TableRow(const CaseReport& r) {
     naive_ms = absl::StrFormat("%.3f", r.result.naive->median_ms);
     speedup = absl::StrFormat("%.2fx", *r.speedup_vs_naive);
   }
-  return absl::StrFormat(
+  std::string row = absl::StrFormat(
       "%-14s %5d %5s %10.3f %10.3f %8.4f %8.2f %5.1f%% %5.1f%% %5.1f%% %4d %10s %7s", r.shape.name,
       r.tokens, DTypeLabel(r.dtype), r.result.fast.median_ms, r.result.fast.min_ms, r.tflops,
       r.weight_gbps, 100.0 * r.dense_gemm_fraction, 100.0 * r.copy_bw_fraction,
       100.0 * r.read_bw_fraction, r.active_experts, naive_ms, speedup);
+  // --expert_timing only, past the fixed columns: the profiling pass and its cost.
+  if (r.result.profiled.has_value() && r.profiling_cost.has_value()) {
+    absl::StrAppendFormat(&row, "   profiled %.3f ms (%.2fx, experts %.3f ms)",
+                          r.result.profiled->median_ms, *r.profiling_cost,
+                          r.expert_ms_sum.value_or(0.0));
+  }
+  return row;
 }
 
 nlohmann::json ToJson(const CaseReport& r) {
@@ -183,6 +198,19 @@ nlohmann::json ToJson(const CaseReport& r) {
     j["naive_median_ms"] = nullptr;
     j["naive_min_ms"] = nullptr;
     j["speedup_vs_naive"] = nullptr;
+  }
+  if (r.result.profiled.has_value() && r.profiling_cost.has_value()) {
+    j["profiled_median_ms"] = r.result.profiled->median_ms;
+    j["profiled_min_ms"] = r.result.profiled->min_ms;
+    j["profiling_cost"] = *r.profiling_cost;
+    j["expert_ms_sum"] = r.expert_ms_sum.value_or(0.0);
+    j["expert_seconds"] = r.result.expert_seconds;
+  } else {
+    j["profiled_median_ms"] = nullptr;
+    j["profiled_min_ms"] = nullptr;
+    j["profiling_cost"] = nullptr;
+    j["expert_ms_sum"] = nullptr;
+    j["expert_seconds"] = nullptr;
   }
   return j;
 }

@@ -34,6 +34,8 @@ struct CaseReport {
   double copy_bw_fraction = 0.0;           // weight_gbps / copy ceiling (read + write bytes)
   double read_bw_fraction = 0.0;           // weight_gbps / read ceiling (bytes read)
   std::optional<double> speedup_vs_naive;  // naive median / fast median
+  std::optional<double> profiling_cost;    // profiled median / fast median
+  std::optional<double> expert_ms_sum;     // sum of the last profiled call's expert times
 };
 
 // The ceilings measured before and after the cases combined: each ceiling is the highest of its

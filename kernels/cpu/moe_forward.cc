@@ -9,10 +9,16 @@
 // need (one expert's 8 rows would leave a threaded BLAS call starved of work) and what large
 // ones tolerate (chunks grow with the row count so re-packing activations per chunk stays
 // cheap). One thread pool runs everything: BLAS's own pool is parked for the call.
+//
+// Profiling pass (outputs.expert_seconds set): the same tasks, but one expert at a time (its
+// phase-1 tasks, barrier, its phase-2 tasks, barrier), the steady clock read on one thread
+// around each. Every task computes what it computes in a normal pass, so the output is
+// bit-identical; only the overlap between experts is lost.
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -75,6 +81,18 @@ void PlanTasks(const std::vector<ExpertJob>& jobs, int64_t d, bool gated,
   }
 }
 
+// (*job_begin)[j] = index of job j's first task in `tasks` (grouped by job, in job order, as
+// PlanTasks builds them); (*job_begin)[num_jobs] = tasks.size().
+void TaskRangesByJob(const std::vector<ExpertTask>& tasks, int64_t num_jobs,
+                     std::vector<int64_t>* job_begin) {
+  job_begin->assign(static_cast<size_t>(num_jobs + 1), 0);
+  size_t i = 0;
+  for (int64_t j = 0; j <= num_jobs; ++j) {
+    while (i < tasks.size() && tasks[i].job < j) ++i;
+    (*job_begin)[j] = static_cast<int64_t>(i);
+  }
+}
+
 // Gate|up for ffn columns [task.begin, +task.count) of one job, then the activation on them.
 void RunPhase1Task(const MoELayerWeightsView& w, const ExpertJob& job, const ExpertTask& task,
                    std::vector<float>* scratch) {
@@ -118,6 +136,7 @@ absl::Status MoEForwardCpuImpl(const MoELayerWeightsView& w, const RouterConfig&
   }
   if (workspace == nullptr) return absl::InvalidArgumentError("MoE forward: workspace is null");
   const int64_t num_experts = w.num_experts;
+  if (outputs.expert_seconds != nullptr) std::fill_n(outputs.expert_seconds, num_experts, 0.0);
   if (num_tokens == 0) {
     if (outputs.expert_token_counts != nullptr) {
       std::fill_n(outputs.expert_token_counts, num_experts, 0);
@@ -177,8 +196,9 @@ absl::Status MoEForwardCpuImpl(const MoELayerWeightsView& w, const RouterConfig&
                        w.b_in != nullptr ? w.b_in + e * in_rows : nullptr,
                        w.b_out != nullptr ? w.b_out + e * d : nullptr, w.ffn_size, in_rows,
                        permuted_x + begin * d, rows, hidden + begin * in_rows,
-                       permuted_y + begin * d});
+                       permuted_y + begin * d, e});
   }
+  const int64_t num_routed_jobs = static_cast<int64_t>(ws.jobs.size());
   float* shared_y = nullptr;
   if (w.shared_ffn_size > 0) {
     const int64_t shared_in_rows = w.shared_in_rows();
@@ -204,6 +224,14 @@ absl::Status MoEForwardCpuImpl(const MoELayerWeightsView& w, const RouterConfig&
     for (auto& scratch : ws.thread_scratch) Ensure(scratch, largest);
   }
   float* output = outputs.output;
+  double* expert_seconds = outputs.expert_seconds;
+  if (expert_seconds != nullptr) {
+    const int64_t num_jobs = static_cast<int64_t>(ws.jobs.size());
+    TaskRangesByJob(ws.phase1_tasks, num_jobs, &ws.phase1_job_begin);
+    TaskRangesByJob(ws.phase2_tasks, num_jobs, &ws.phase2_job_begin);
+  }
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point expert_start;  // profiling passes: written and read by `omp single` only
 
   // 5. Gather, experts (two phases), combine: one parallel region, barriers between steps.
   // Tiny layers stay on the calling thread: waking the team costs more than their work.
@@ -217,15 +245,48 @@ absl::Status MoEForwardCpuImpl(const MoELayerWeightsView& w, const RouterConfig&
       const int64_t token = permutation.permuted_to_assignment[p] / k;
       std::memcpy(permuted_x + p * d, input + token * d, static_cast<size_t>(d) * sizeof(float));
     }
+    if (expert_seconds == nullptr) {
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t i = 0; i < phase1_count; ++i) {
-      const ExpertTask& task = ws.phase1_tasks[i];
-      RunPhase1Task(w, ws.jobs[task.job], task, scratch);
-    }
+      for (int64_t i = 0; i < phase1_count; ++i) {
+        const ExpertTask& task = ws.phase1_tasks[i];
+        RunPhase1Task(w, ws.jobs[task.job], task, scratch);
+      }
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t i = 0; i < phase2_count; ++i) {
-      const ExpertTask& task = ws.phase2_tasks[i];
-      RunPhase2Task(w, ws.jobs[task.job], task, scratch);
+      for (int64_t i = 0; i < phase2_count; ++i) {
+        const ExpertTask& task = ws.phase2_tasks[i];
+        RunPhase2Task(w, ws.jobs[task.job], task, scratch);
+      }
+    } else {
+      // Profiling pass: routed experts one at a time, every thread on each; the barriers that
+      // end `single` and `for` put each expert's work between the two clock reads. The shared
+      // expert runs after them, untimed. Every thread takes the same branch and loop trips.
+      for (int64_t j = 0; j < num_routed_jobs; ++j) {
+#pragma omp single
+        expert_start = Clock::now();
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = ws.phase1_job_begin[j]; i < ws.phase1_job_begin[j + 1]; ++i) {
+          const ExpertTask& task = ws.phase1_tasks[i];
+          RunPhase1Task(w, ws.jobs[task.job], task, scratch);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = ws.phase2_job_begin[j]; i < ws.phase2_job_begin[j + 1]; ++i) {
+          const ExpertTask& task = ws.phase2_tasks[i];
+          RunPhase2Task(w, ws.jobs[task.job], task, scratch);
+        }
+#pragma omp single
+        expert_seconds[ws.jobs[j].expert] =
+            std::chrono::duration<double>(Clock::now() - expert_start).count();
+      }
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t i = ws.phase1_job_begin[num_routed_jobs]; i < phase1_count; ++i) {
+        const ExpertTask& task = ws.phase1_tasks[i];
+        RunPhase1Task(w, ws.jobs[task.job], task, scratch);
+      }
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t i = ws.phase2_job_begin[num_routed_jobs]; i < phase2_count; ++i) {
+        const ExpertTask& task = ws.phase2_tasks[i];
+        RunPhase2Task(w, ws.jobs[task.job], task, scratch);
+      }
     }
     // Weighted combine in fixed slot order (deterministic); dropped assignments add nothing.
 #pragma omp for schedule(static)

@@ -19,8 +19,9 @@ struct ExpertJob {
   int64_t in_rows;
   const float* x;  // [rows, d]
   int64_t rows;
-  float* hidden;  // [rows, in_rows]
-  float* y;       // [rows, d]
+  float* hidden;        // [rows, in_rows]
+  float* y;             // [rows, d]
+  int64_t expert = -1;  // the routed expert's index; -1 for the shared expert
 };
 
 // A unit of parallel work: weight rows [begin, begin + count) of one job's phase.
@@ -46,6 +47,8 @@ struct CpuMoEWorkspace::Buffers {
   std::vector<ExpertJob> jobs;
   std::vector<ExpertTask> phase1_tasks;            // gate|up + activation, chunked over ffn columns
   std::vector<ExpertTask> phase2_tasks;            // down projection, chunked over output columns
+  std::vector<int64_t> phase1_job_begin;           // profiling passes: [jobs + 1] task ranges
+  std::vector<int64_t> phase2_job_begin;           // of each job in phase1/2_tasks
   std::vector<std::vector<float>> thread_scratch;  // per OpenMP thread: widened weight rows    //
                                                    // widened half-precision weight rows
 };

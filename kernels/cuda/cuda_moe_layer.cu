@@ -4,6 +4,10 @@
 //   copy the E+1 expert offsets to pinned memory, wait              [the one host sync]
 //   grouped GEMM gate|up -> activation -> grouped GEMM down -> combine (+ shared expert)
 //
+// A profiling pass (host_expert_seconds set) runs the experts one at a time instead (gate|up
+// GEMM, activation over the expert's rows, down GEMM, between two events) and waits for the
+// last expert's event at the end to read the times.
+//
 // The wait is what sizes the grouped GEMMs (cuBLAS takes per-group sizes on the host); the gather
 // is queued before it so the device keeps working while the host waits. The counts it brings
 // back are the per-expert load the metrics report anyway.
@@ -25,6 +29,7 @@
 #include "convert.cuh"
 #include "cuda_check.cuh"
 #include "cuda_context.cuh"
+#include "cuda_event.cuh"
 #include "expert_gemm.cuh"
 #include "expert_permutation.cuh"
 #include "gather_rows.cuh"
@@ -138,9 +143,16 @@ struct CudaMoELayer::Impl {
   cuda_internal::ExpertGemmRunner gemm_runner;
   std::vector<GemmProblem> gemm_in, gemm_out;
   CudaExpertGemm last_expert_gemm = CudaExpertGemm::kGrouped;
+  // Profiling passes: a start and a stop event per expert ([2E], created on first use).
+  std::vector<cuda_internal::CudaEvent> expert_events;
 
   absl::Status Run(const void* x, int64_t num_tokens, const CudaMoEOutputs& outputs,
                    ExpertPath path);
+  absl::Status RunTimedExperts(const int32_t* host_offsets,
+                               const cuda_internal::ActivationParams& activation,
+                               const cuda_internal::ActivationParams& shared_activation,
+                               bool has_shared);
+  absl::Status ReadExpertSeconds(const int32_t* host_offsets, double* seconds);
   absl::Status RunNaiveExperts(const int32_t* host_offsets, int64_t num_tokens, char* px, char* h,
                                char* act, const void* shared_x, char* sh_h, char* sh_act,
                                char* sh_y, const int32_t* device_offsets);
@@ -246,6 +258,10 @@ absl::Status CudaMoELayer::Impl::Run(const void* x, int64_t num_tokens,
   const int k = router.top_k;
   const int64_t T = num_tokens;
   const int64_t N = T * k;
+  // The naive loop is a benchmark baseline: it does not time experts.
+  double* const expert_seconds =
+      path == ExpertPath::kNaiveLoop ? nullptr : outputs.host_expert_seconds;
+  if (expert_seconds != nullptr) std::fill_n(expert_seconds, E, 0.0);
 
   if (T == 0) {
     if (outputs.expert_token_counts != nullptr) {
@@ -394,23 +410,9 @@ absl::Status CudaMoELayer::Impl::Run(const void* x, int64_t num_tokens,
                           static_cast<int>(T), static_cast<int>(fs), static_cast<int>(fs_ld),
                           static_cast<int>(fs_ld), static_cast<int>(d_ld)});
     }
-    const CudaExpertGemm mode =
-        path == ExpertPath::kGrouped ? CudaExpertGemm::kGrouped : CudaExpertGemm::kPerExpert;
-    if (mode == CudaExpertGemm::kGrouped) {
-      cuda_internal::ExpertGemmRunner::WritePointerArrays(gemm_in, pointer_stride, host_pointers);
-      cuda_internal::ExpertGemmRunner::WritePointerArrays(gemm_out, pointer_stride,
-                                                          host_pointers + 3 * pointer_stride);
-      // Safe to reuse the pinned array: the wait above ordered every earlier copy from it.
-      MOE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_pointers, host_pointers,
-                                               sizeof(void*) * 6 * pointer_stride,
-                                               cudaMemcpyHostToDevice, stream));
-    }
-    MOE_RETURN_IF_ERROR(
-        gemm_runner.Run(ctx.cublas, compute, gemm_in, device_pointers, pointer_stride, mode));
-    last_expert_gemm = mode == CudaExpertGemm::kGrouped && !gemm_runner.grouped_unsupported()
-                           ? CudaExpertGemm::kGrouped
-                           : CudaExpertGemm::kPerExpert;
-
+    const CudaExpertGemm mode = path == ExpertPath::kGrouped && expert_seconds == nullptr
+                                    ? CudaExpertGemm::kGrouped
+                                    : CudaExpertGemm::kPerExpert;
     cuda_internal::ActivationParams activation;
     activation.dtype = compute;
     activation.activation = shape.activation;
@@ -424,20 +426,39 @@ absl::Status CudaMoELayer::Impl::Run(const void* x, int64_t num_tokens,
     activation.bias_ld = in_rows;
     activation.expert_offsets = offsets;
     activation.num_experts = static_cast<int>(E);
-    MOE_RETURN_IF_ERROR(cuda_internal::LaunchActivation(stream, activation));
-    if (has_shared) {
-      cuda_internal::ActivationParams shared_activation = activation;
-      shared_activation.h = sh_h;
-      shared_activation.h_ld = shared_in_ld;
-      shared_activation.out = sh_act;
-      shared_activation.out_ld = fs_ld;
-      shared_activation.num_rows = T;
-      shared_activation.ffn_size = fs;
-      shared_activation.bias = nullptr;
-      MOE_RETURN_IF_ERROR(cuda_internal::LaunchActivation(stream, shared_activation));
+    cuda_internal::ActivationParams shared_activation = activation;
+    shared_activation.h = sh_h;
+    shared_activation.h_ld = shared_in_ld;
+    shared_activation.out = sh_act;
+    shared_activation.out_ld = fs_ld;
+    shared_activation.num_rows = T;
+    shared_activation.ffn_size = fs;
+    shared_activation.bias = nullptr;
+    if (expert_seconds != nullptr) {
+      MOE_RETURN_IF_ERROR(RunTimedExperts(host_offsets, activation, shared_activation, has_shared));
+    } else {
+      if (mode == CudaExpertGemm::kGrouped) {
+        cuda_internal::ExpertGemmRunner::WritePointerArrays(gemm_in, pointer_stride, host_pointers);
+        cuda_internal::ExpertGemmRunner::WritePointerArrays(gemm_out, pointer_stride,
+                                                            host_pointers + 3 * pointer_stride);
+        // Safe to reuse the pinned array: the wait above ordered every earlier copy from it.
+        MOE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_pointers, host_pointers,
+                                                 sizeof(void*) * 6 * pointer_stride,
+                                                 cudaMemcpyHostToDevice, stream));
+      }
+      MOE_RETURN_IF_ERROR(
+          gemm_runner.Run(ctx.cublas, compute, gemm_in, device_pointers, pointer_stride, mode));
+      MOE_RETURN_IF_ERROR(cuda_internal::LaunchActivation(stream, activation));
+      if (has_shared) {
+        MOE_RETURN_IF_ERROR(cuda_internal::LaunchActivation(stream, shared_activation));
+      }
+      MOE_RETURN_IF_ERROR(gemm_runner.Run(ctx.cublas, compute, gemm_out,
+                                          device_pointers + 3 * pointer_stride, pointer_stride,
+                                          mode));
     }
-    MOE_RETURN_IF_ERROR(gemm_runner.Run(
-        ctx.cublas, compute, gemm_out, device_pointers + 3 * pointer_stride, pointer_stride, mode));
+    last_expert_gemm = mode == CudaExpertGemm::kGrouped && !gemm_runner.grouped_unsupported()
+                           ? CudaExpertGemm::kGrouped
+                           : CudaExpertGemm::kPerExpert;
   }
 
   // ---- Combine.
@@ -468,6 +489,65 @@ absl::Status CudaMoELayer::Impl::Run(const void* x, int64_t num_tokens,
   }
   if (outputs.host_dropped_assignments != nullptr) {
     *outputs.host_dropped_assignments = N - num_rows;
+  }
+  if (expert_seconds != nullptr) {
+    MOE_RETURN_IF_ERROR(ReadExpertSeconds(host_offsets, expert_seconds));
+  }
+  return absl::OkStatus();
+}
+
+// Profiling pass: gemm_in / gemm_out hold the active experts' problems in expert order (then
+// the shared expert's). Each active expert runs alone between its start and stop events; the
+// activation covers only its rows (offsets and biases as in the one launch over all rows, so
+// every element is computed exactly as in a kPerExpert pass).
+absl::Status CudaMoELayer::Impl::RunTimedExperts(
+    const int32_t* host_offsets, const cuda_internal::ActivationParams& activation,
+    const cuda_internal::ActivationParams& shared_activation, bool has_shared) {
+  CudaContext::Impl& ctx = context->impl();
+  if (expert_events.size() < static_cast<size_t>(2 * num_experts)) {
+    expert_events.resize(static_cast<size_t>(2 * num_experts));
+    for (cuda_internal::CudaEvent& event : expert_events) {
+      if (event.get() == nullptr) MOE_RETURN_IF_ERROR(event.Create());
+    }
+  }
+  size_t problem = 0;
+  for (int64_t e = 0; e < num_experts; ++e) {
+    const int64_t begin = host_offsets[e];
+    const int64_t rows = host_offsets[e + 1] - begin;
+    if (rows == 0) continue;
+    MOE_CUDA_RETURN_IF_ERROR(cudaEventRecord(expert_events[2 * e].get(), ctx.stream));
+    MOE_RETURN_IF_ERROR(cuda_internal::RunGemm(ctx.cublas, compute, gemm_in[problem]));
+    cuda_internal::ActivationParams expert_activation = activation;
+    expert_activation.row_begin = begin;
+    expert_activation.num_rows = rows;
+    MOE_RETURN_IF_ERROR(cuda_internal::LaunchActivation(ctx.stream, expert_activation));
+    MOE_RETURN_IF_ERROR(cuda_internal::RunGemm(ctx.cublas, compute, gemm_out[problem]));
+    MOE_CUDA_RETURN_IF_ERROR(cudaEventRecord(expert_events[2 * e + 1].get(), ctx.stream));
+    ++problem;
+  }
+  if (has_shared) {
+    MOE_RETURN_IF_ERROR(cuda_internal::RunGemm(ctx.cublas, compute, gemm_in[problem]));
+    MOE_RETURN_IF_ERROR(cuda_internal::LaunchActivation(ctx.stream, shared_activation));
+    MOE_RETURN_IF_ERROR(cuda_internal::RunGemm(ctx.cublas, compute, gemm_out[problem]));
+  }
+  return absl::OkStatus();
+}
+
+// Waits for the last active expert's stop event, then converts every active expert's event
+// pair to seconds (`seconds` is already zeroed).
+absl::Status CudaMoELayer::Impl::ReadExpertSeconds(const int32_t* host_offsets, double* seconds) {
+  int64_t last = -1;
+  for (int64_t e = 0; e < num_experts; ++e) {
+    if (host_offsets[e + 1] > host_offsets[e]) last = e;
+  }
+  if (last < 0) return absl::OkStatus();
+  MOE_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(expert_events[2 * last + 1].get()));
+  for (int64_t e = 0; e <= last; ++e) {
+    if (host_offsets[e + 1] == host_offsets[e]) continue;
+    float ms = 0.0f;
+    MOE_CUDA_RETURN_IF_ERROR(
+        cudaEventElapsedTime(&ms, expert_events[2 * e].get(), expert_events[2 * e + 1].get()));
+    seconds[e] = 1e-3 * static_cast<double>(ms);
   }
   return absl::OkStatus();
 }
@@ -544,6 +624,7 @@ absl::Status CudaMoELayer::ForwardHost(const float* input, int64_t num_tokens,
   const int64_t N = T * l.router.top_k;
   if (T == 0) {
     if (outputs.expert_token_counts != nullptr) std::fill_n(outputs.expert_token_counts, E, 0);
+    if (outputs.expert_seconds != nullptr) std::fill_n(outputs.expert_seconds, E, 0.0);
     if (outputs.dropped_assignments != nullptr) *outputs.dropped_assignments = 0;
     return absl::OkStatus();
   }
@@ -573,6 +654,7 @@ absl::Status CudaMoELayer::ForwardHost(const float* input, int64_t num_tokens,
   if (outputs.topk_weights) device_outputs.topk_weights = Slice<float>(base, o_weights);
   device_outputs.host_expert_token_counts = outputs.expert_token_counts;
   device_outputs.host_dropped_assignments = outputs.dropped_assignments;
+  device_outputs.host_expert_seconds = outputs.expert_seconds;
   MOE_RETURN_IF_ERROR(Forward(base + o_x, T, device_outputs, options));
 
   MOE_RETURN_IF_ERROR(cuda_internal::LaunchConvertRows(stream, base + o_y, l.compute, l.d, f32,

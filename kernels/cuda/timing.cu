@@ -6,31 +6,13 @@
 
 #include "cuda_check.cuh"
 #include "cuda_context.cuh"
+#include "cuda_event.cuh"
 #include "moe/common/status_macros.h"
 #include "moe/kernels/cuda_moe.h"
 
 namespace moe::kernels {
-namespace {
 
-class ScopedEvent {
- public:
-  ScopedEvent() = default;
-  ScopedEvent(const ScopedEvent&) = delete;
-  ScopedEvent& operator=(const ScopedEvent&) = delete;
-  ~ScopedEvent() {
-    if (event_ != nullptr) (void)cudaEventDestroy(event_);
-  }
-  absl::Status Create() {
-    MOE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&event_));
-    return absl::OkStatus();
-  }
-  cudaEvent_t get() const { return event_; }
-
- private:
-  cudaEvent_t event_ = nullptr;
-};
-
-}  // namespace
+using cuda_internal::CudaEvent;
 
 double MedianOf(std::vector<double> values) {
   if (values.empty()) return 0.0;
@@ -47,7 +29,7 @@ absl::StatusOr<std::vector<double>> TimeOnStreamMs(CudaContext& context,
                                                    int warmup, int repeats) {
   CudaContext::Impl& ctx = context.impl();
   MOE_RETURN_IF_ERROR(ctx.Activate());
-  ScopedEvent start, stop;
+  CudaEvent start, stop;
   MOE_RETURN_IF_ERROR(start.Create());
   MOE_RETURN_IF_ERROR(stop.Create());
   for (int i = 0; i < warmup; ++i) MOE_RETURN_IF_ERROR(fn());

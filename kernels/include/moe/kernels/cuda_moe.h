@@ -222,6 +222,12 @@ struct CudaMoEOutputs {
   // Filled from the pass's one host synchronisation, at no extra cost.
   int64_t* host_expert_token_counts = nullptr;  // [E]
   int64_t* host_dropped_assignments = nullptr;  // [1]
+  // [E] profiling pass when non-null (see MoELayerOutputs::expert_seconds): each active routed
+  // expert's gate|up GEMM, activation and down GEMM run on their own between a CUDA event pair
+  // (per-expert GEMMs whatever CudaForwardOptions::expert_gemm asks, so the output is that of a
+  // kPerExpert pass, bit for bit), and the call waits for the experts' events before returning.
+  // Experts without rows get 0; the shared expert is not timed. ForwardNaiveLoop ignores it.
+  double* host_expert_seconds = nullptr;  // [E]
 };
 
 // A layer's weights resident on one device, converted to the compute dtype (router weight and
@@ -250,7 +256,7 @@ class CudaMoELayer {
 
   // Convenience for the engine and tests: host float32 input [T, d], host outputs (every
   // pointer of `outputs` is a host pointer; `output` float32 [T, d]). Copies in, converts,
-  // runs Forward, copies back.
+  // runs Forward, copies back. `outputs.expert_seconds` becomes host_expert_seconds.
   absl::Status ForwardHost(const float* input, int64_t num_tokens, const MoELayerOutputs& outputs,
                            const CudaForwardOptions& options = {});
 

@@ -106,6 +106,19 @@ struct MoELayerOutputs {
   float* topk_weights = nullptr;           // [T, k]  combine weights (after renormalisation)
   int64_t* expert_token_counts = nullptr;  // [E]  assignments each expert computed
   int64_t* dropped_assignments = nullptr;  // [1]  assignments dropped by the capacity limit
+  // [E] seconds each routed expert's computation took in this pass, or null. Non-null turns the
+  // pass into a profiling pass: the experts run one after another, each still using every
+  // thread (CPU) or the whole device (CUDA), timed from its first weight GEMM to its last output
+  // row by the steady clock (CPU, on one thread between barriers) or by a CUDA event pair around
+  // its work on the stream. Routing, the gather, the combine and the shared expert are in no
+  // expert's time; experts that computed no row (expert_token_counts[e] == 0) get 0. The output
+  // is the same as without it (bit for bit on the CPU; on CUDA, that of a kPerExpert pass). A
+  // profiling pass can be slower than a normal one (experts no longer overlap, which costs where
+  // one expert's tasks cannot keep every core or the device busy; CUDA also waits on the device
+  // once more), so callers sample it. Filled by the fast paths only
+  // (MoEForwardCpu, CudaMoELayer::Forward / ForwardHost); MoEForwardReference and the naive
+  // loops leave it untouched.
+  double* expert_seconds = nullptr;
 };
 
 // Shared validation of a layer description and a forward call's arguments, used by every

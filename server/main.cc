@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/status/statusor.h"
@@ -20,6 +21,8 @@
 #include "server/common/logging.h"
 #include "server/engine/model_loader.h"
 #include "server/engine/moe_backend.h"
+#include "server/metrics/metrics_endpoint.h"
+#include "server/metrics/server_metrics.h"
 #include "server/openmp_wait_policy.h"
 #include "server/scheduler/batch_scheduler.h"
 #include "server/shutdown_signal.h"
@@ -50,6 +53,18 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20,
           "Largest gRPC request message accepted, in bytes; a larger one gets "
           "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, metrics_port, 8002,
+          "Port of the Prometheus metrics endpoint (HTTP, path /metrics), on the host of "
+          "--address. 0 turns metrics off (no endpoint, nothing collected).");
+ABSL_FLAG(double, expert_timing_sample_rate, 0.01,
+          "Fraction of forward passes whose experts are timed one by one for "
+          "moe_expert_compute_seconds_total (0 = never, 1 = every pass; 0.01 = every 100th). "
+          "Timed passes run experts one after another and are slower.");
+ABSL_FLAG(absl::Duration, metrics_window, absl::Seconds(60),
+          "Window of the expert-load gauges (share, imbalance, idle experts, routing entropy).");
+ABSL_FLAG(std::string, metrics_expert_series, "per_expert",
+          "per_expert: moe_expert_* series per (layer, expert); per_layer: only per-layer "
+          "series, for models whose layers x experts would make too many series.");
 ABSL_FLAG(std::string, log_level, "info",
           "Least severe log level written: debug, info, "
           "warning or error.");
@@ -68,9 +83,19 @@ constexpr char kSummary[] =
     "SIGTERM/SIGINT: stop accepting, finish queued work (--drain-timeout), exit 0.";
 
 const std::vector<FlagUsage> kFlagUsage = {
-    {"address", "HOST:PORT"}, {"model", "NAME=DIR"},         {"backend", "auto|cpu|cuda"},
-    {"cuda_device", "N"},     {"max_batch_tokens", "N"},     {"max_queue_delay_us", "N"},
-    {"max_queue", "N"},       {"drain_timeout", "DURATION"}, {"max_message_bytes", "N"},
+    {"address", "HOST:PORT"},
+    {"model", "NAME=DIR"},
+    {"backend", "auto|cpu|cuda"},
+    {"cuda_device", "N"},
+    {"max_batch_tokens", "N"},
+    {"max_queue_delay_us", "N"},
+    {"max_queue", "N"},
+    {"drain_timeout", "DURATION"},
+    {"max_message_bytes", "N"},
+    {"metrics_port", "PORT"},
+    {"expert_timing_sample_rate", "RATE"},
+    {"metrics_window", "DURATION"},
+    {"metrics_expert_series", "per_expert|per_layer"},
     {"log_level", "LEVEL"},
 };
 
@@ -115,6 +140,76 @@ absl::StatusOr<common::LogLevel> ParseLogLevel(const std::string& text) {
   if (text == "error") return common::LogLevel::kError;
   return absl::InvalidArgumentError(
       absl::StrCat("--log-level '", text, "': expected debug, info, warning or error"));
+}
+
+absl::StatusOr<metrics::ExpertSeries> ParseExpertSeries(const std::string& text) {
+  if (text == "per_expert") return metrics::ExpertSeries::kPerExpert;
+  if (text == "per_layer") return metrics::ExpertSeries::kPerLayer;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--metrics-expert-series '", text, "': expected per_expert or per_layer"));
+}
+
+std::vector<std::string> ModelNames(const std::vector<ModelSpec>& specs) {
+  std::vector<std::string> names;
+  for (const ModelSpec& spec : specs) names.push_back(spec.name);
+  return names;
+}
+
+// The host part of HOST:PORT ("0.0.0.0", "[::1]").
+std::string HostOf(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  return colon == std::string::npos ? address : address.substr(0, colon);
+}
+
+// Metrics, when --metrics-port is not 0: the registry and its HTTP endpoint.
+struct MetricsSetup {
+  std::unique_ptr<metrics::ServerMetrics> metrics;
+  std::unique_ptr<metrics::MetricsEndpoint> endpoint;
+};
+
+absl::StatusOr<MetricsSetup> StartMetrics(const std::vector<std::string>& model_names,
+                                          const scheduler::SchedulerOptions& scheduler_options) {
+  MetricsSetup setup;
+  const int port = absl::GetFlag(FLAGS_metrics_port);
+  if (port == 0) return setup;
+  absl::StatusOr<metrics::ExpertSeries> series =
+      ParseExpertSeries(absl::GetFlag(FLAGS_metrics_expert_series));
+  if (!series.ok()) return series.status();
+  const double rate = absl::GetFlag(FLAGS_expert_timing_sample_rate);
+  if (!(rate >= 0.0 && rate <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--expert-timing-sample-rate ", rate, " is not between 0 and 1"));
+  }
+  metrics::ModelMetricsOptions options{
+      .max_batch_rows = scheduler_options.max_batch_rows,
+      .max_queue_requests = scheduler_options.max_queue_requests,
+      .expert_timing_sample_rate = rate,
+      .experts = {.series = *series, .window = absl::GetFlag(FLAGS_metrics_window)},
+  };
+  absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> metrics =
+      metrics::ServerMetrics::Create(model_names, options);
+  if (!metrics.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics options: ", metrics.status().message()));
+  }
+  absl::StatusOr<std::unique_ptr<metrics::MetricsEndpoint>> endpoint =
+      metrics::MetricsEndpoint::Start(HostOf(absl::GetFlag(FLAGS_address)), port, **metrics);
+  if (!endpoint.ok()) return endpoint.status();
+  setup.metrics = std::move(*metrics);
+  setup.endpoint = std::move(*endpoint);
+  return setup;
+}
+
+metrics::LoadedModelInfo LoadedInfo(const engine::ModelDescription& d, absl::Duration load_time) {
+  return {.architecture = d.architecture,
+          .backend = d.backend,
+          .device = d.device,
+          .dtype = std::string(kernels::DTypeName(d.weight_dtype)),
+          .num_moe_layers = d.num_moe_layers,
+          .num_experts = d.num_experts,
+          .top_k = d.top_k,
+          .weight_bytes = d.weight_bytes,
+          .load_time = load_time};
 }
 
 int Fail(const absl::Status& status, int exit_code) {
@@ -173,6 +268,20 @@ int Run(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--drain-timeout must not be negative"), 2);
   }
 
+  absl::StatusOr<MetricsSetup> metrics_setup = StartMetrics(ModelNames(specs), scheduler_options);
+  if (!metrics_setup.ok()) {
+    return Fail(metrics_setup.status(), absl::IsInvalidArgument(metrics_setup.status()) ? 2 : 1);
+  }
+  metrics::ServerMetrics* const server_metrics = metrics_setup->metrics.get();
+  if (metrics_setup->endpoint == nullptr) {
+    common::LogInfo("metrics_disabled", {{"metrics", "off"}, {"because", "--metrics-port 0"}});
+  } else {
+    // Not "address=": scripts read the gRPC address from the first such field.
+    common::LogInfo(
+        "metrics_listening",
+        {{"url", absl::StrCat("http://", metrics_setup->endpoint->address(), "/metrics")}});
+  }
+
   ShutdownSignal shutdown;
   if (absl::Status installed = shutdown.Install(); !installed.ok()) return Fail(installed, 1);
 
@@ -187,7 +296,8 @@ int Run(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<api::GrpcServer>> server =
       api::GrpcServer::Start({.address = absl::GetFlag(FLAGS_address),
                               .max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes),
-                              .server_version = MOE_VERSION},
+                              .server_version = MOE_VERSION,
+                              .metrics = server_metrics},
                              &registry);
   if (!server.ok()) return Fail(server.status(), 1);
   common::LogInfo("listening", {{"address", (*server)->address()}, {"ready", "false"}});
@@ -195,9 +305,26 @@ int Run(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<engine::MoEBackend>> backend = engine::CreateBackend(
       {.choice = *backend_choice, .cuda_device = absl::GetFlag(FLAGS_cuda_device)});
   if (!backend.ok()) return Fail(backend.status(), 1);
+  if (server_metrics != nullptr) {
+    server_metrics->SetDeviceMemoryReader(
+        [backend = backend->get()]() -> absl::StatusOr<metrics::DeviceMemory> {
+          absl::StatusOr<engine::DeviceMemoryUsage> usage = backend->DeviceMemory();
+          if (!usage.ok()) return usage.status();
+          return metrics::DeviceMemory{
+              .backend = std::string(engine::BackendKindName(backend->kind())),
+              .device = backend->device_description(),
+              .used_bytes = usage->used_bytes,
+              .total_bytes = usage->total_bytes};
+        });
+  }
+  // The reader points at the backend, which goes before the metrics endpoint does.
+  const absl::Cleanup forget_backend = [server_metrics] {
+    if (server_metrics != nullptr) server_metrics->SetDeviceMemoryReader(nullptr);
+  };
 
   for (const ModelSpec& spec : specs) {
     if (shutdown.received()) break;
+    const absl::Time load_start = absl::Now();
     absl::StatusOr<std::unique_ptr<engine::ServableModel>> model =
         spec.dir.empty() ? engine::LoadBuiltinModel(**backend)
                          : engine::LoadModelFromDirectory(spec.name, spec.dir, **backend);
@@ -209,8 +336,15 @@ int Run(int argc, char** argv) {
                   1);
     }
     const engine::ModelDescription description = (*model)->description();
+    metrics::ModelMetrics* model_metrics = nullptr;
+    if (server_metrics != nullptr) {
+      model_metrics = server_metrics->ForModel(spec.name);
+      absl::Status described =
+          model_metrics->SetLoaded(LoadedInfo(description, absl::Now() - load_start));
+      if (!described.ok()) return Fail(described, 1);
+    }
     absl::StatusOr<std::unique_ptr<scheduler::BatchScheduler>> scheduler =
-        scheduler::BatchScheduler::Create(std::move(*model), scheduler_options);
+        scheduler::BatchScheduler::Create(std::move(*model), scheduler_options, model_metrics);
     if (!scheduler.ok()) return Fail(scheduler.status(), 1);
     if (absl::Status loaded = registry.SetLoaded(spec.name, std::move(*scheduler)); !loaded.ok()) {
       return Fail(loaded, 1);

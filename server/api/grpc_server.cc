@@ -15,7 +15,7 @@ namespace moe::api {
 
 GrpcServer::GrpcServer(ModelRegistry* registry, const GrpcServerOptions& options)
     : registry_(registry),
-      kserve_service_(registry, {.server_version = options.server_version}),
+      kserve_service_(registry, {.server_version = options.server_version}, options.metrics),
       moe_service_(registry) {}
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options,

@@ -21,6 +21,8 @@ struct GrpcServerOptions {
   // Largest request message; a larger one gets RESOURCE_EXHAUSTED from gRPC.
   int64_t max_message_bytes = 64 << 20;
   std::string server_version;
+  // Counts ModelInfer outcomes and latencies; null: no metrics. Must outlive the server.
+  metrics::ServerMetrics* metrics = nullptr;
 };
 
 class GrpcServer {

@@ -47,16 +47,21 @@ absl::Time RequestDeadline(const grpc::CallbackServerContext& context,
 class InferCall final : public grpc::ServerUnaryReactor {
  public:
   InferCall(grpc::CallbackServerContext* context, const inference::ModelInferRequest* request,
-            inference::ModelInferResponse* response, ModelRegistry* registry)
-      : context_(context), request_(request), response_(response), registry_(registry) {}
+            inference::ModelInferResponse* response, ModelRegistry* registry,
+            metrics::ServerMetrics* metrics)
+      : context_(context),
+        request_(request),
+        response_(response),
+        registry_(registry),
+        metrics_(metrics != nullptr ? metrics->ForModel(request->model_name()) : nullptr) {}
 
   void Start() {
     absl::StatusOr<BatchScheduler*> scheduler = registry_->FindReady(request_->model_name());
-    if (!scheduler.ok()) return Finish(ToGrpcStatus(scheduler.status()));
+    if (!scheduler.ok()) return Done(scheduler.status());
     const engine::ModelDescription& model = (*scheduler)->model();
     absl::StatusOr<ParsedInferRequest> parsed =
         ParseInferRequest(*request_, model, (*scheduler)->options().max_batch_rows);
-    if (!parsed.ok()) return Finish(ToGrpcStatus(parsed.status()));
+    if (!parsed.ok()) return Done(parsed.status());
 
     const absl::Time deadline = RequestDeadline(*context_, *parsed);
     auto shared = std::make_shared<ParsedInferRequest>(std::move(*parsed));
@@ -73,7 +78,7 @@ class InferCall final : public grpc::ServerUnaryReactor {
               status = absl::ResourceExhaustedError("out of memory building the response");
             }
           }
-          Finish(ToGrpcStatus(status));
+          Done(status);
         });
 
     // From here the completion may run (and the call finish) at any moment: only `cancel`
@@ -81,7 +86,7 @@ class InferCall final : public grpc::ServerUnaryReactor {
     std::shared_ptr<CancelState> cancel = cancel_;
     BatchScheduler* const target = *scheduler;
     absl::StatusOr<RequestTicket> ticket = target->Submit(std::move(request));
-    if (!ticket.ok()) return Finish(ToGrpcStatus(ticket.status()));
+    if (!ticket.ok()) return Done(ticket.status());
     absl::MutexLock lock(&cancel->mu);
     cancel->scheduler = target;
     cancel->ticket = *ticket;
@@ -97,6 +102,12 @@ class InferCall final : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
+  // Counts the call's outcome and finishes it; the one way an InferCall ends.
+  void Done(const absl::Status& status) {
+    if (metrics_ != nullptr) metrics_->RecordCall(status.code(), absl::Now() - arrival_);
+    Finish(ToGrpcStatus(status));
+  }
+
   struct CancelState {
     absl::Mutex mu;
     bool cancelled ABSL_GUARDED_BY(mu) = false;
@@ -108,6 +119,8 @@ class InferCall final : public grpc::ServerUnaryReactor {
   const inference::ModelInferRequest* const request_;
   inference::ModelInferResponse* const response_;
   ModelRegistry* const registry_;
+  metrics::ModelMetrics* const metrics_;  // null: no metrics
+  const absl::Time arrival_ = absl::Now();
   std::shared_ptr<CancelState> cancel_ = std::make_shared<CancelState>();
 };
 
@@ -191,7 +204,7 @@ grpc::ServerUnaryReactor* KServeService::ModelMetadata(
 grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext* context,
                                                     const inference::ModelInferRequest* request,
                                                     inference::ModelInferResponse* response) {
-  auto* call = new InferCall(context, request, response, registry_);
+  auto* call = new InferCall(context, request, response, registry_, metrics_);
   call->Start();
   return call;
 }

@@ -7,6 +7,7 @@
 
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "server/api/model_registry.h"
+#include "server/metrics/server_metrics.h"
 
 namespace moe::api {
 
@@ -17,8 +18,10 @@ struct KServeServiceOptions {
 
 class KServeService final : public inference::GRPCInferenceService::CallbackService {
  public:
-  KServeService(ModelRegistry* registry, KServeServiceOptions options)
-      : registry_(registry), options_(std::move(options)) {}
+  // `metrics` (null: none) counts every ModelInfer call's outcome and latency.
+  KServeService(ModelRegistry* registry, KServeServiceOptions options,
+                metrics::ServerMetrics* metrics = nullptr)
+      : registry_(registry), options_(std::move(options)), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
                                        const inference::ServerLiveRequest* request,
@@ -42,6 +45,7 @@ class KServeService final : public inference::GRPCInferenceService::CallbackServ
  private:
   ModelRegistry* const registry_;
   const KServeServiceOptions options_;
+  metrics::ServerMetrics* const metrics_;
 };
 
 }  // namespace moe::api

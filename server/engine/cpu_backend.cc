@@ -3,6 +3,10 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <unistd.h>
+
+#include <cstdint>
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -39,6 +43,23 @@ class CpuBackend final : public MoEBackend {
   std::string device_description() const override {
     // The layer runs on one OpenMP team with BLAS single-threaded inside it.
     return absl::StrCat("cpu (", omp_get_max_threads(), " threads, ", openblas_get_config(), ")");
+  }
+
+  absl::StatusOr<DeviceMemoryUsage> DeviceMemory() const override {
+    // /proc/self/statm: total program size, then resident pages.
+    std::ifstream statm("/proc/self/statm");
+    uint64_t size_pages = 0;
+    uint64_t resident_pages = 0;
+    if (!(statm >> size_pages >> resident_pages)) {
+      return absl::UnavailableError("cannot read /proc/self/statm");
+    }
+    const long page = sysconf(_SC_PAGESIZE);
+    const long pages = sysconf(_SC_PHYS_PAGES);
+    if (page <= 0 || pages <= 0)
+      return absl::UnavailableError("sysconf cannot tell the memory size");
+    return DeviceMemoryUsage{
+        .used_bytes = resident_pages * static_cast<uint64_t>(page),
+        .total_bytes = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page)};
   }
 
   absl::StatusOr<std::unique_ptr<PreparedMoELayer>> PrepareLayer(

@@ -68,14 +68,21 @@ class CudaPreparedLayer : public PreparedMoELayer {
 
 class CudaBackend : public MoEBackend {
  public:
-  CudaBackend(std::shared_ptr<SharedCudaContext> shared, kernels::DType compute_dtype,
+  CudaBackend(std::shared_ptr<SharedCudaContext> shared, int device, kernels::DType compute_dtype,
               std::string description)
       : shared_(std::move(shared)),
+        device_(device),
         compute_dtype_(compute_dtype),
         description_(std::move(description)) {}
 
   BackendKind kind() const override { return BackendKind::kCuda; }
   std::string device_description() const override { return description_; }
+
+  absl::StatusOr<DeviceMemoryUsage> DeviceMemory() const override {
+    MOE_ASSIGN_OR_RETURN(const kernels::CudaDeviceInfo info, kernels::GetCudaDeviceInfo(device_));
+    return DeviceMemoryUsage{.used_bytes = static_cast<uint64_t>(info.used_memory_bytes()),
+                             .total_bytes = static_cast<uint64_t>(info.total_memory_bytes)};
+  }
 
   absl::StatusOr<std::unique_ptr<PreparedMoELayer>> PrepareLayer(
       const kernels::MoELayerWeightsView& host_weights,
@@ -91,6 +98,7 @@ class CudaBackend : public MoEBackend {
 
  private:
   std::shared_ptr<SharedCudaContext> shared_;
+  int device_;
   kernels::DType compute_dtype_;
   std::string description_;
 };
@@ -125,8 +133,8 @@ absl::StatusOr<std::unique_ptr<MoEBackend>> CreateCudaBackend(const BackendOptio
     absl::MutexLock lock(&shared->mu);
     shared->context = std::move(context);
   }
-  return std::make_unique<CudaBackend>(std::move(shared), options.cuda_compute_dtype,
-                                       std::move(description));
+  return std::make_unique<CudaBackend>(std::move(shared), options.cuda_device,
+                                       options.cuda_compute_dtype, std::move(description));
 }
 
 }  // namespace moe::engine

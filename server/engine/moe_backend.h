@@ -30,6 +30,12 @@ class PreparedMoELayer {
   virtual const kernels::RouterConfig& router() const = 0;
 };
 
+// Memory of the device a backend computes on.
+struct DeviceMemoryUsage {
+  uint64_t used_bytes = 0;
+  uint64_t total_bytes = 0;
+};
+
 class MoEBackend {
  public:
   virtual ~MoEBackend() = default;
@@ -37,6 +43,9 @@ class MoEBackend {
   virtual BackendKind kind() const = 0;
   // Human-readable device description ("cpu (2 threads, OpenBLAS)", "NVIDIA H100 ...").
   virtual std::string device_description() const = 0;
+  // Memory now. CUDA: the device's memory in use (all processes) and its size. CPU: this
+  // process's resident memory and the machine's memory. Thread-safe.
+  virtual absl::StatusOr<DeviceMemoryUsage> DeviceMemory() const = 0;
 
   // Prepares a layer. `host_weights` must stay valid for the returned object's lifetime on
   // backends that read weights in place (CPU); device backends copy them.

@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -15,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "moe/common/status_macros.h"
+#include "server/engine/routing_entropy.h"
 
 namespace moe::engine {
 namespace {
@@ -120,6 +122,7 @@ absl::Status MoEMLPModel::Reserve(int64_t num_rows) {
     Grow(moe_output_, num_rows * d);
     Grow(topk_ids_, num_rows * k);
     Grow(topk_weights_, num_rows * k);
+    Grow(router_logits_, num_rows * config_.num_experts);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "model '", description_.name, "': not enough host memory for a batch of ", num_rows,
@@ -141,6 +144,13 @@ absl::Status MoEMLPModel::Run(const float* input, int64_t num_rows,
   if (num_rows == 0) {
     if (outputs.expert_token_counts != nullptr) {
       std::fill_n(outputs.expert_token_counts, num_layers * num_experts, 0);
+    }
+    if (outputs.layer_seconds != nullptr) std::fill_n(outputs.layer_seconds, num_layers, 0.0);
+    if (outputs.gate_entropy_sum != nullptr) {
+      std::fill_n(outputs.gate_entropy_sum, num_layers, 0.0);
+    }
+    if (outputs.expert_seconds != nullptr) {
+      std::fill_n(outputs.expert_seconds, num_layers * num_experts, 0.0);
     }
     return absl::OkStatus();
   }
@@ -170,10 +180,23 @@ absl::Status MoEMLPModel::Run(const float* input, int64_t num_rows,
     if (outputs.expert_token_counts != nullptr) {
       layer_outputs.expert_token_counts = outputs.expert_token_counts + layer * num_experts;
     }
+    if (outputs.gate_entropy_sum != nullptr) layer_outputs.router_logits = router_logits_.data();
+    if (outputs.expert_seconds != nullptr) {
+      layer_outputs.expert_seconds = outputs.expert_seconds + layer * num_experts;
+    }
+    const auto layer_start = std::chrono::steady_clock::now();
     absl::Status status = layers_[layer]->Forward(normed_.data(), num_rows, layer_outputs);
+    if (outputs.layer_seconds != nullptr) {
+      outputs.layer_seconds[layer] =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - layer_start).count();
+    }
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat("model '", description_.name, "': block ",
                                                       layer, ": ", status.message()));
+    }
+    if (outputs.gate_entropy_sum != nullptr) {
+      outputs.gate_entropy_sum[layer] = GateEntropySumNats(router_logits_.data(), num_rows,
+                                                           num_experts, config_.router().scoring);
     }
     // [rows, k] of this layer into [rows, layers, k].
     for (int64_t row = 0; row < num_rows && want_routing; ++row) {

@@ -52,12 +52,13 @@ class MoEMLPModel final : public ServableModel {
 
   // Workspace, [rows, ...] each.
   int64_t reserved_rows_ = 0;
-  std::vector<float> hidden_;        // [rows, d] the residual stream
-  std::vector<float> normed_;        // [rows, d] LayerNorm output, the MoE layer's input
-  std::vector<float> moe_output_;    // [rows, d]
-  std::vector<int32_t> topk_ids_;    // [rows, k] one layer's selection
-  std::vector<float> topk_weights_;  // [rows, k]
-  std::vector<int64_t> counts_;      // [E] one layer's per-expert counts
+  std::vector<float> hidden_;         // [rows, d] the residual stream
+  std::vector<float> normed_;         // [rows, d] LayerNorm output, the MoE layer's input
+  std::vector<float> moe_output_;     // [rows, d]
+  std::vector<int32_t> topk_ids_;     // [rows, k] one layer's selection
+  std::vector<float> topk_weights_;   // [rows, k]
+  std::vector<int64_t> counts_;       // [E] one layer's per-expert counts
+  std::vector<float> router_logits_;  // [rows, E] one layer's router logits, for the entropy
 };
 
 }  // namespace moe::engine

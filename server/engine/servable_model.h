@@ -48,6 +48,15 @@ struct ModelRunOutputs {
   float* topk_weights = nullptr;  // [rows, num_moe_layers, top_k] or null
   // [num_moe_layers, num_experts] tokens each expert computed in this pass, or null
   int64_t* expert_token_counts = nullptr;
+
+  // What the metrics read, each optional. Filling them costs a clock read per layer and, for
+  // the entropy, one exp per router logit.
+  double* layer_seconds = nullptr;     // [num_moe_layers] wall time of each MoE block
+  double* gate_entropy_sum = nullptr;  // [num_moe_layers] sum over rows of the gate entropy (nats)
+  // [num_moe_layers, num_experts] each expert's measured compute time. Non-null makes this a
+  // profiling pass: experts run one at a time (see kernels::MoELayerOutputs::expert_seconds),
+  // which is slower, so callers ask for it on a sample of passes.
+  double* expert_seconds = nullptr;
 };
 
 class ServableModel {

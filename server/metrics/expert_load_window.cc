@@ -19,9 +19,9 @@ absl::StatusOr<ExpertLoadWindow> ExpertLoadWindow::Create(int64_t num_layers, in
   }
   const absl::Duration slot = window / num_slots;
   if (slot < absl::Microseconds(1)) {
-    return absl::InvalidArgumentError(absl::StrCat("expert load window: ",
-                                                   absl::FormatDuration(window), " over ",
-                                                   num_slots, " slots is too short"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert load window: ", absl::FormatDuration(window), " over ", num_slots,
+                     " slots is too short"));
   }
   return ExpertLoadWindow(num_layers, num_experts, slot, num_slots);
 }
@@ -71,7 +71,8 @@ ExpertLoadWindow::Totals ExpertLoadWindow::Sum(absl::Time now) const {
     for (size_t i = 0; i < slot.expert_tokens.size(); ++i) {
       totals.expert_tokens[i] += slot.expert_tokens[i];
     }
-    for (size_t i = 0; i < slot.entropy_sum.size(); ++i) totals.entropy_sum[i] += slot.entropy_sum[i];
+    for (size_t i = 0; i < slot.entropy_sum.size(); ++i)
+      totals.entropy_sum[i] += slot.entropy_sum[i];
     totals.entropy_rows += slot.entropy_rows;
   }
   return totals;

@@ -26,7 +26,8 @@ prometheus::ClientMetric Labelled(const std::string& model, int64_t layer) {
 
 prometheus::ClientMetric Labelled(const std::string& model, int64_t layer, int64_t expert) {
   prometheus::ClientMetric metric;
-  metric.label = {{"expert", absl::StrCat(expert)}, {"layer", absl::StrCat(layer)}, {"model", model}};
+  metric.label = {
+      {"expert", absl::StrCat(expert)}, {"layer", absl::StrCat(layer)}, {"model", model}};
   return metric;
 }
 

@@ -109,8 +109,8 @@ absl::Status ModelMetrics::SetLoaded(const LoadedModelInfo& info) {
     return absl::FailedPreconditionError(absl::StrCat("model '", name_, "' was already loaded"));
   }
   if (info.num_moe_layers > 0 && info.num_experts > 0) {
-    absl::StatusOr<std::unique_ptr<ExpertMetrics>> experts = ExpertMetrics::Create(
-        name_, info.num_moe_layers, info.num_experts, options_.experts);
+    absl::StatusOr<std::unique_ptr<ExpertMetrics>> experts =
+        ExpertMetrics::Create(name_, info.num_moe_layers, info.num_experts, options_.experts);
     if (!experts.ok()) return experts.status();
     experts_owner_ = std::move(*experts);
     experts_.store(experts_owner_.get(), std::memory_order_release);

@@ -57,7 +57,7 @@ struct LoadedModelInfo {
 };
 
 struct ModelMetricsOptions {
-  int64_t max_batch_rows = 256;      // --max-batch-tokens: capacity gauge, row histogram range
+  int64_t max_batch_rows = 256;       // --max-batch-tokens: capacity gauge, row histogram range
   int64_t max_queue_requests = 1024;  // --max-queue: capacity gauge
   // Fraction of forward passes whose experts are timed one by one (0 = never, 1 = every pass).
   double expert_timing_sample_rate = 0.01;

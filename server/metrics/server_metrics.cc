@@ -41,8 +41,8 @@ class ServerMetrics::ScrapeCollector final : public prometheus::Collectable {
     if (!reader) return;
     absl::StatusOr<DeviceMemory> memory = reader();
     if (!memory.ok()) return;
-    const std::vector<prometheus::ClientMetric::Label> labels = {
-        {"backend", memory->backend}, {"device", memory->device}};
+    const std::vector<prometheus::ClientMetric::Label> labels = {{"backend", memory->backend},
+                                                                 {"device", memory->device}};
     for (const auto& [name, help, value] :
          {std::tuple{"moe_device_memory_used_bytes",
                      "Memory in use on the compute device (GPU: all processes; CPU: this "
@@ -83,10 +83,9 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
   }
   if (options.experts.window_slots < 1 ||
       options.experts.window < absl::Milliseconds(options.experts.window_slots)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics window ", absl::FormatDuration(options.experts.window),
-                     " is too short (at least 1ms per slot, ", options.experts.window_slots,
-                     " slots)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metrics window ", absl::FormatDuration(options.experts.window),
+        " is too short (at least 1ms per slot, ", options.experts.window_slots, " slots)"));
   }
   std::unique_ptr<ServerMetrics> metrics(new ServerMetrics());
   prometheus::Registry& r = *metrics->registry_;
@@ -153,15 +152,17 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
                         .Register(r);
   prometheus::BuildGauge()
       .Name("moe_expert_timing_sample_ratio")
-      .Help("Fraction of forward passes whose experts are timed one by one "
-            "(--expert-timing-sample-rate).")
+      .Help(
+          "Fraction of forward passes whose experts are timed one by one "
+          "(--expert-timing-sample-rate).")
       .Register(r)
       .Add({})
       .Set(options.expert_timing_sample_rate);
 
   for (const std::string& name : model_names) {
     if (metrics->models_.contains(name)) continue;
-    metrics->models_.emplace(name, std::make_unique<ModelMetrics>(name, /*served=*/true, f, options));
+    metrics->models_.emplace(name,
+                             std::make_unique<ModelMetrics>(name, /*served=*/true, f, options));
   }
   metrics->unknown_model_ =
       std::make_unique<ModelMetrics>(kUnknownModelLabel, /*served=*/false, f, options);

@@ -12,7 +12,8 @@
 namespace moe::scheduler {
 
 absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
-    std::unique_ptr<engine::ServableModel> model, const SchedulerOptions& options) {
+    std::unique_ptr<engine::ServableModel> model, const SchedulerOptions& options,
+    metrics::ModelMetrics* metrics) {
   if (model == nullptr) return absl::InvalidArgumentError("batch scheduler: no model");
   if (options.max_batch_rows < 1) {
     return absl::InvalidArgumentError(
@@ -25,14 +26,26 @@ absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
   if (options.max_queue_delay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("max queue delay must not be negative");
   }
-  std::unique_ptr<BatchScheduler> scheduler(new BatchScheduler(std::move(model), options));
+  std::unique_ptr<BatchScheduler> scheduler(new BatchScheduler(std::move(model), options, metrics));
   scheduler->thread_ = std::thread([s = scheduler.get()] { s->Loop(); });
   return scheduler;
 }
 
 BatchScheduler::BatchScheduler(std::unique_ptr<engine::ServableModel> model,
-                               const SchedulerOptions& options)
-    : model_(std::move(model)), options_(options), queue_(options.max_queue_requests) {}
+                               const SchedulerOptions& options, metrics::ModelMetrics* metrics)
+    : model_(std::move(model)),
+      options_(options),
+      metrics_(metrics),
+      queue_(options.max_queue_requests) {
+  const engine::ModelDescription& d = model_->description();
+  if (metrics_ != nullptr && d.num_moe_layers > 0 && d.num_experts > 0) {
+    const auto cells = static_cast<size_t>(d.num_moe_layers * d.num_experts);
+    batch_expert_tokens_.resize(cells);
+    batch_expert_seconds_.resize(cells);
+    batch_layer_seconds_.resize(static_cast<size_t>(d.num_moe_layers));
+    batch_entropy_sum_.resize(static_cast<size_t>(d.num_moe_layers));
+  }
+}
 
 BatchScheduler::~BatchScheduler() {
   if (thread_.joinable()) FinishDrain(absl::ZeroDuration());
@@ -56,8 +69,14 @@ absl::StatusOr<RequestTicket> BatchScheduler::Submit(std::unique_ptr<InferenceRe
     return absl::UnavailableError("server is shutting down and accepts no new requests");
   }
   request->set_enqueue_time(absl::Now());
+  const int64_t rows = request->num_rows();
   absl::StatusOr<RequestTicket> ticket = queue_.Push(std::move(request));
-  if (!ticket.ok()) ++stats_.rejected_full;
+  if (!ticket.ok()) {
+    ++stats_.rejected_full;
+    return ticket;
+  }
+  if (metrics_ != nullptr) metrics_->RecordAccepted(rows);
+  PublishQueueDepth();
   return ticket;
 }
 
@@ -68,6 +87,7 @@ void BatchScheduler::Cancel(const RequestTicket& ticket) {
     request = queue_.Remove(ticket);
     if (request == nullptr) return;
     ++stats_.cancelled;
+    PublishQueueDepth();
   }
   request->Complete(absl::CancelledError("request cancelled by the client"), {});
 }
@@ -89,6 +109,7 @@ bool BatchScheduler::FinishDrain(absl::Duration timeout) {
     mu_.AwaitWithTimeout(absl::Condition(&drained), timeout);
     abandoned = queue_.TakeAll();
     stats_.aborted += static_cast<int64_t>(abandoned.size());
+    PublishQueueDepth();
   }
   for (auto& request : abandoned) {
     request->Complete(absl::UnavailableError("server shut down before this request ran "
@@ -107,6 +128,10 @@ SchedulerStats BatchScheduler::stats() const {
 int64_t BatchScheduler::queued_requests() const {
   absl::MutexLock lock(&mu_);
   return queue_.size();
+}
+
+void BatchScheduler::PublishQueueDepth() const {
+  if (metrics_ != nullptr) metrics_->SetQueued(queue_.size());
 }
 
 bool BatchScheduler::WorkReady() const { return !queue_.empty() || stopping_; }
@@ -146,6 +171,7 @@ bool BatchScheduler::NextBatch(std::vector<std::unique_ptr<InferenceRequest>>* b
     }
     stats_.expired += static_cast<int64_t>(expired->size());
     batch_running_ = !batch->empty();
+    PublishQueueDepth();
     return true;
   }
 }
@@ -167,6 +193,32 @@ void BatchScheduler::Loop() {
   }
 }
 
+void BatchScheduler::RequestStatistics(engine::ModelRunOutputs* outputs) {
+  if (metrics_ == nullptr || batch_expert_tokens_.empty()) return;
+  outputs->expert_token_counts = batch_expert_tokens_.data();
+  outputs->layer_seconds = batch_layer_seconds_.data();
+  outputs->gate_entropy_sum = batch_entropy_sum_.data();
+  if (metrics_->SampleExpertTiming()) outputs->expert_seconds = batch_expert_seconds_.data();
+}
+
+void BatchScheduler::ReportBatch(int64_t rows, int64_t requests, absl::Duration duration,
+                                 bool failed, const engine::ModelRunOutputs& outputs) {
+  if (metrics_ == nullptr) return;
+  metrics_->SetRunning(0);
+  metrics::BatchObservation observation;
+  observation.rows = rows;
+  observation.requests = requests;
+  observation.seconds = absl::ToDoubleSeconds(duration);
+  observation.failed = failed;
+  if (!failed && outputs.expert_token_counts != nullptr) {
+    observation.expert_tokens = batch_expert_tokens_;
+    observation.layer_seconds = batch_layer_seconds_;
+    observation.entropy_sum = batch_entropy_sum_;
+    if (outputs.expert_seconds != nullptr) observation.expert_seconds = batch_expert_seconds_;
+  }
+  metrics_->RecordBatch(observation);
+}
+
 void BatchScheduler::RunBatch(std::vector<std::unique_ptr<InferenceRequest>>& batch) {
   const engine::ModelDescription& model = model_->description();
   const int64_t in_width = model.input_width;
@@ -180,8 +232,10 @@ void BatchScheduler::RunBatch(std::vector<std::unique_ptr<InferenceRequest>>& ba
     any_routing = any_routing || request->want_routing();
   }
 
+  if (metrics_ != nullptr) metrics_->SetRunning(static_cast<int64_t>(batch.size()));
   const absl::Time start = absl::Now();
   absl::Status status;
+  engine::ModelRunOutputs outputs;
   try {
     batch_input_.resize(static_cast<size_t>(rows * in_width));
     batch_output_.resize(static_cast<size_t>(rows * out_width));
@@ -191,8 +245,8 @@ void BatchScheduler::RunBatch(std::vector<std::unique_ptr<InferenceRequest>>& ba
                   request->input().size() * sizeof(float));
       offset += request->num_rows();
     }
-    engine::ModelRunOutputs outputs;
     outputs.output = batch_output_.data();
+    RequestStatistics(&outputs);
     if (any_routing) {
       batch_topk_ids_.resize(static_cast<size_t>(rows * routing_width));
       batch_topk_weights_.resize(static_cast<size_t>(rows * routing_width));
@@ -215,6 +269,7 @@ void BatchScheduler::RunBatch(std::vector<std::unique_ptr<InferenceRequest>>& ba
         absl::StrCat("engine failure on a batch of ", rows, " rows (", batch.size(),
                      " requests) of model '", model.name, "': ", status.message()));
     for (auto& request : batch) request->Complete(failure, {});
+    ReportBatch(rows, static_cast<int64_t>(batch.size()), end - start, /*failed=*/true, outputs);
     absl::MutexLock lock(&mu_);
     ++stats_.batches;
     stats_.failed += static_cast<int64_t>(batch.size());
@@ -244,9 +299,11 @@ void BatchScheduler::RunBatch(std::vector<std::unique_ptr<InferenceRequest>>& ba
     result.compute_time = end - start;
     result.batch_rows = rows;
     result.batch_requests = static_cast<int64_t>(batch.size());
+    if (metrics_ != nullptr) metrics_->RecordComputed(result.queue_time, result.compute_time);
     request->Complete(absl::OkStatus(), std::move(result));
     offset += n;
   }
+  ReportBatch(rows, static_cast<int64_t>(batch.size()), end - start, /*failed=*/false, outputs);
   absl::MutexLock lock(&mu_);
   ++stats_.batches;
   stats_.rows += rows;

@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/engine/servable_model.h"
+#include "server/metrics/model_metrics.h"
 #include "server/scheduler/inference_request.h"
 #include "server/scheduler/request_queue.h"
 
@@ -48,9 +49,12 @@ struct SchedulerStats {
 
 class BatchScheduler {
  public:
-  // Starts the scheduler thread. INVALID_ARGUMENT for options that cannot work.
+  // Starts the scheduler thread. INVALID_ARGUMENT for options that cannot work. `metrics`, when
+  // not null, receives the queue, batch, request-timing and expert figures of this model and
+  // must outlive the scheduler.
   static absl::StatusOr<std::unique_ptr<BatchScheduler>> Create(
-      std::unique_ptr<engine::ServableModel> model, const SchedulerOptions& options);
+      std::unique_ptr<engine::ServableModel> model, const SchedulerOptions& options,
+      metrics::ModelMetrics* metrics = nullptr);
 
   // Fails whatever is still queued with UNAVAILABLE, lets a running batch finish, joins.
   ~BatchScheduler();
@@ -79,7 +83,8 @@ class BatchScheduler {
   int64_t queued_requests() const;
 
  private:
-  BatchScheduler(std::unique_ptr<engine::ServableModel> model, const SchedulerOptions& options);
+  BatchScheduler(std::unique_ptr<engine::ServableModel> model, const SchedulerOptions& options,
+                 metrics::ModelMetrics* metrics);
 
   void Loop();
   // Blocks until there is work to run (or the thread should exit) and takes the next batch.
@@ -90,9 +95,17 @@ class BatchScheduler {
   bool WorkReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Rows worth waiting for when a queue delay is set.
   int64_t FillTargetRows() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells the metrics how many requests wait, after every change of the queue.
+  void PublishQueueDepth() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Points `outputs` at the statistics buffers the metrics want for this pass.
+  void RequestStatistics(engine::ModelRunOutputs* outputs);
+  // Hands a finished pass's figures to the metrics.
+  void ReportBatch(int64_t rows, int64_t requests, absl::Duration duration, bool failed,
+                   const engine::ModelRunOutputs& outputs);
 
   const std::unique_ptr<engine::ServableModel> model_;
   const SchedulerOptions options_;
+  metrics::ModelMetrics* const metrics_;  // null: no metrics
 
   mutable absl::Mutex mu_;
   RequestQueue queue_ ABSL_GUARDED_BY(mu_);
@@ -109,6 +122,11 @@ class BatchScheduler {
   std::vector<float> batch_output_;
   std::vector<int32_t> batch_topk_ids_;
   std::vector<float> batch_topk_weights_;
+  // Per-pass statistics for the metrics ([layers, experts] / [layers]), sized once.
+  std::vector<int64_t> batch_expert_tokens_;
+  std::vector<double> batch_layer_seconds_;
+  std::vector<double> batch_entropy_sum_;
+  std::vector<double> batch_expert_seconds_;
 
   std::thread thread_;
 };

@@ -1,5 +1,10 @@
 // moe-server's command line: --help documents every flag, and a server that cannot load what
 // it was asked to serve says so and exits instead of serving.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -25,8 +30,10 @@ TEST(CommandLine, HelpExitsZeroAndListsEveryFlag) {
   ASSERT_TRUE(exit_code.ok()) << exit_code.status();
   const std::string help = (*process)->ReadLog();
   EXPECT_EQ(*exit_code, 0) << help;
-  for (const char* flag : {"address", "model", "backend", "max-batch-tokens", "max-queue-delay-us",
-                           "max-queue", "drain-timeout", "max-message-bytes"}) {
+  for (const char* flag :
+       {"address", "model", "backend", "max-batch-tokens", "max-queue-delay-us", "max-queue",
+        "drain-timeout", "max-message-bytes", "metrics-port", "expert-timing-sample-rate",
+        "metrics-window", "metrics-expert-series"}) {
     EXPECT_THAT(help, HasSubstr(absl::StrCat("--", flag))) << help;
   }
 }
@@ -61,6 +68,66 @@ TEST(CommandLine, UnknownBackendExitsNonZero) {
   ASSERT_TRUE(exit_code.ok()) << exit_code.status() << "\n" << (*process)->LogTail();
   EXPECT_GT(*exit_code, 0) << (*process)->LogTail();
   EXPECT_THAT((*process)->ReadLog(), HasSubstr("tpu"));
+}
+
+// Runs the server with `args` (plus a free --address) until it exits; returns its exit code
+// and log.
+struct Exited {
+  int code = -1;
+  std::string log;
+};
+Exited RunToExit(std::vector<std::string> args) {
+  testing::ScratchDir scratch;
+  const auto port = testing::PickFreeLoopbackPort();
+  EXPECT_TRUE(port.ok()) << port.status();
+  args.insert(args.begin(), {"--address", absl::StrCat("127.0.0.1:", port.value_or(1))});
+  auto process = testing::ChildProcess::Spawn(ServerBinary(), args, scratch.File("log"));
+  EXPECT_TRUE(process.ok()) << process.status();
+  if (!process.ok()) return {};
+  auto exit_code = (*process)->WaitForExit(absl::Seconds(60));
+  EXPECT_TRUE(exit_code.ok()) << exit_code.status() << "\n" << (*process)->LogTail();
+  return {exit_code.value_or(-1), (*process)->ReadLog()};
+}
+
+TEST(CommandLine, BadMetricsFlagsAreUsageErrors) {
+  const Exited series = RunToExit({"--metrics-expert-series", "per_token"});
+  EXPECT_EQ(series.code, 2) << series.log;
+  EXPECT_THAT(series.log, HasSubstr("per_expert or per_layer"));
+  const Exited rate = RunToExit({"--expert-timing-sample-rate", "1.5"});
+  EXPECT_EQ(rate.code, 2) << rate.log;
+  EXPECT_THAT(rate.log, HasSubstr("--expert-timing-sample-rate 1.5"));
+  const Exited window = RunToExit({"--metrics-window", "0s"});
+  EXPECT_EQ(window.code, 2) << window.log;
+  EXPECT_THAT(window.log, HasSubstr("window"));
+  const Exited port = RunToExit({"--metrics-port", "70000"});
+  EXPECT_EQ(port.code, 2) << port.log;
+  EXPECT_THAT(port.log, HasSubstr("70000"));
+}
+
+TEST(CommandLine, BusyMetricsPortExitsNamingIt) {
+  // Hold a listening socket on a loopback port; the server must not serve without metrics.
+  const int holder = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(holder, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(holder, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(holder, 1), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(getsockname(holder, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const int busy = ntohs(address.sin_port);
+  const Exited exited = RunToExit({"--metrics-port", absl::StrCat(busy), "--backend", "cpu"});
+  close(holder);
+  EXPECT_EQ(exited.code, 1) << exited.log;
+  EXPECT_THAT(exited.log, HasSubstr(absl::StrCat("127.0.0.1:", busy)));
+  EXPECT_THAT(exited.log, HasSubstr("--metrics-port"));
+}
+
+TEST(CommandLine, MetricsPortZeroServesWithoutMetrics) {
+  auto server = StartServer({"--metrics-port", "0"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_THAT((*server)->ReadLog(), HasSubstr("metrics=off"));
+  EXPECT_THAT((*server)->ReadLog(), Not(HasSubstr("metrics_listening")));
 }
 
 TEST(CommandLine, LogsTheAddressItListensOn) {

@@ -269,6 +269,16 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     server->port_ = *port;
     server->address_ = absl::StrCat("127.0.0.1:", *port);
     std::vector<std::string> args = {"--address", server->address_};
+    // Tests run in parallel: each server gets its own metrics port unless the test chose one.
+    server->metrics_port_ = 0;
+    if (std::find(options.args.begin(), options.args.end(), "--metrics-port") ==
+        options.args.end()) {
+      auto metrics_port = PickFreeLoopbackPort();
+      if (!metrics_port.ok()) return metrics_port.status();
+      server->metrics_port_ = *metrics_port;
+      args.push_back("--metrics-port");
+      args.push_back(absl::StrCat(*metrics_port));
+    }
     args.insert(args.end(), options.args.begin(), options.args.end());
     const std::string log_path = server->scratch_->File(absl::StrCat("server-", attempt, ".log"));
     auto process = ChildProcess::Spawn(options.binary, args, log_path);

@@ -74,7 +74,8 @@ class ChildProcess {
 
 struct ServerProcessOptions {
   std::string binary;
-  // Flags besides --address, which Start adds (127.0.0.1 and a free port).
+  // Flags besides --address, which Start adds (127.0.0.1 and a free port), and --metrics-port,
+  // which it adds (another free port) unless these name it.
   std::vector<std::string> args;
   // How long to wait for ServerReady to say true.
   absl::Duration ready_timeout = absl::Seconds(60);
@@ -94,6 +95,8 @@ class ServerProcess {
 
   const std::string& address() const { return address_; }
   int port() const { return port_; }
+  // The metrics port Start chose (0 when the test passed --metrics-port itself).
+  int metrics_port() const { return metrics_port_; }
   // One channel shared by the calls of a test (limits from the options).
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   std::shared_ptr<grpc::Channel> NewChannel(int max_message_bytes = kDefaultMaxMessageBytes) const {
@@ -114,6 +117,7 @@ class ServerProcess {
   std::unique_ptr<ChildProcess> process_;
   std::string address_;
   int port_ = 0;
+  int metrics_port_ = 0;
   std::shared_ptr<grpc::Channel> channel_;
 };
 

@@ -65,9 +65,12 @@ class ServerProcess:
         last_error = None
         for _ in range(3):  # the port may be taken between picking and binding it
             self.address = f"127.0.0.1:{free_loopback_port()}"
+            # Tests run in parallel: a metrics port of its own unless the test chose one.
+            extra = [] if "--metrics-port" in args else [
+                "--metrics-port", str(free_loopback_port())]
             with open(self.log_path, "wb") as log:
                 self.process = subprocess.Popen(
-                    [binary, "--address", self.address] + list(args),
+                    [binary, "--address", self.address] + extra + list(args),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
             last_error = self._wait_ready(ready, timeout)
             if last_error is None:

@@ -285,6 +285,55 @@ TEST_F(MoEMLPModelBehaviourTest, RoutingOutputsAreOptional) {
   EXPECT_EQ(ids_only.counts, std::vector<int64_t>(ids_only.counts.size(), -1)) << "untouched";
 }
 
+// The figures the metrics read: per-layer counts equal to the routing returned, measured expert
+// time exactly for experts that ran (within their layer's time), entropy within [0, ln E] per
+// row, and the same results as a pass without them.
+TEST_F(MoEMLPModelBehaviourTest, StatisticsDescribeThePassWithoutChangingIt) {
+  SCOPED_TRACE(::testing::Message() << "seed " << seed_);
+  const int64_t rows = 50;
+  const int64_t layers = config_.num_blocks;
+  const int64_t experts = config_.num_experts;
+  const std::vector<float> input = testing::RandomFloats(rng_, rows * config_.input_dim);
+  RunBuffers plain(config_, rows);
+  MOE_ASSERT_OK(loaded_.model->Run(input.data(), rows, plain.outputs()));
+
+  RunBuffers measured(config_, rows);
+  std::vector<double> layer_seconds(layers, -1.0);
+  std::vector<double> entropy(layers, -1.0);
+  std::vector<double> expert_seconds(layers * experts, -1.0);
+  ModelRunOutputs outputs = measured.outputs();
+  outputs.layer_seconds = layer_seconds.data();
+  outputs.gate_entropy_sum = entropy.data();
+  outputs.expert_seconds = expert_seconds.data();
+  MOE_ASSERT_OK(loaded_.model->Run(input.data(), rows, outputs));
+
+  EXPECT_EQ(measured.output, plain.output) << "a timed pass computes the same thing";
+  EXPECT_EQ(measured.ids, plain.ids);
+  for (int64_t layer = 0; layer < layers; ++layer) {
+    std::vector<int64_t> from_ids(experts, 0);
+    for (int64_t row = 0; row < rows; ++row) {
+      for (int s = 0; s < config_.top_k; ++s) {
+        ++from_ids[measured.ids[(row * layers + layer) * config_.top_k + s]];
+      }
+    }
+    double experts_total = 0.0;
+    for (int64_t e = 0; e < experts; ++e) {
+      const int64_t cell = layer * experts + e;
+      EXPECT_EQ(measured.counts[cell], from_ids[e]) << "layer " << layer << " expert " << e;
+      if (from_ids[e] > 0) {
+        EXPECT_GT(expert_seconds[cell], 0.0) << "layer " << layer << " expert " << e << " ran";
+      } else {
+        EXPECT_EQ(expert_seconds[cell], 0.0) << "layer " << layer << " expert " << e << " idle";
+      }
+      experts_total += expert_seconds[cell];
+    }
+    EXPECT_GT(layer_seconds[layer], 0.0);
+    EXPECT_LE(experts_total, layer_seconds[layer]) << "experts are timed inside their layer";
+    EXPECT_GT(entropy[layer], 0.0);
+    EXPECT_LE(entropy[layer], rows * std::log(static_cast<double>(experts)) + 1e-9);
+  }
+}
+
 TEST_F(MoEMLPModelBehaviourTest, ZeroRowsZeroTheCounts) {
   RunBuffers buffers(config_, 0);
   MOE_ASSERT_OK(loaded_.model->Run(nullptr, 0, buffers.outputs()));

@@ -55,15 +55,10 @@ if [[ -z $python ]]; then
 fi
 
 synthetic_dir=$build/bench/synthetic-d1024
-if [[ " $models " == *" synthetic "* && ! -f $synthetic_dir/config.json ]]; then
-  if [[ ! -x $maker ]]; then
-    echo "serve_bench: $maker not found: build the moe-make-synthetic target" >&2
-    exit 1
-  fi
-  echo "serve_bench: making the synthetic model in $synthetic_dir" >&2
-  "$maker" --out "$synthetic_dir" --force --input-dim 1024 --hidden 1024 --ffn 2816 --experts 8 \
-    --top-k 2 --blocks 2 --output-dim 1024 --seed 1 >&2
-fi
+bench_name=serve_bench
+# shellcheck source=bench/server_control.sh
+source bench/server_control.sh
+if [[ " $models " == *" synthetic "* ]]; then make_synthetic_model "$synthetic_dir"; fi
 
 work=$(mktemp -d)
 server_pid=""
@@ -72,39 +67,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-# Starts moe-server with "$@" on a free port; sets server_pid, address and server_log (a new
-# file each time: the shell truncates a reused one only once the child runs).
-runs=0
-start_server() {
-  runs=$((runs + 1))
-  server_log=$work/server-$runs.log
-  local log=$server_log
-  "$server" --address 127.0.0.1:0 --backend cpu "$@" >"$log" 2>&1 &
-  server_pid=$!
-  address=""
-  for _ in $(seq 1 600); do
-    address=$(grep -o 'address=127\.0\.0\.1:[1-9][0-9]*' "$log" | head -n 1 | cut -d= -f2 || true)
-    [[ -n $address ]] && return 0
-    if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
-    sleep 0.1
-  done
-  echo "serve_bench: moe-server $* did not start; its log:" >&2
-  cat "$log" >&2
-  exit 1
-}
-
-stop_server() {
-  kill -TERM "$server_pid"
-  local code=0
-  wait "$server_pid" || code=$?
-  server_pid=""
-  if ((code != 0)); then
-    echo "serve_bench: moe-server exited with $code after SIGTERM; its log:" >&2
-    cat "$server_log" >&2
-    exit 1
-  fi
-}
 
 results=$work/results.jsonl
 for model in $models; do

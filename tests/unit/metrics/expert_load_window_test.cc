@@ -22,8 +22,7 @@ class ExpertLoadWindowTest : public ::testing::Test {
   static absl::Time At(double seconds) {
     return absl::FromUnixSeconds(1'700'000'000) + absl::Seconds(seconds);
   }
-  ExpertLoadWindow window_ =
-      ExpertLoadWindow::Create(2, 3, absl::Seconds(60), 6).value();
+  ExpertLoadWindow window_ = ExpertLoadWindow::Create(2, 3, absl::Seconds(60), 6).value();
 };
 
 TEST_F(ExpertLoadWindowTest, SumsBatchesInsideTheWindow) {

@@ -26,8 +26,7 @@ using ::moe::testing::FindSample;
 std::vector<ExpositionSample> Scrape(const ExpertMetrics& metrics, absl::Time now) {
   ExpertFamilies families;
   metrics.Collect(now, &families);
-  return testing::ParseExposition(
-      prometheus::TextSerializer().Serialize(families.TakeNonEmpty()));
+  return testing::ParseExposition(prometheus::TextSerializer().Serialize(families.TakeNonEmpty()));
 }
 
 std::map<std::string, std::string> At(int64_t layer, int64_t expert) {

@@ -41,9 +41,8 @@ TEST(LoadImbalanceTest, NoTokensOrNoExpertsHasNoValue) {
 
 TEST(LoadSharesTest, AreFractionsOfTheTotal) {
   const std::vector<int64_t> tokens = {1, 0, 3};
-  EXPECT_THAT(LoadShares(tokens),
-              ElementsAre(DoubleNear(0.25, 1e-12), DoubleNear(0.0, 1e-12),
-                          DoubleNear(0.75, 1e-12)));
+  EXPECT_THAT(LoadShares(tokens), ElementsAre(DoubleNear(0.25, 1e-12), DoubleNear(0.0, 1e-12),
+                                              DoubleNear(0.75, 1e-12)));
   const std::vector<int64_t> none = {0, 0};
   EXPECT_TRUE(LoadShares(none).empty());
 }

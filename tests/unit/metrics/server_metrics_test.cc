@@ -64,7 +64,8 @@ TEST_F(ServerMetricsTest, CountsCallsByModelAndOutcome) {
   alpha->RecordCall(absl::StatusCode::kInvalidArgument, absl::Milliseconds(1));
   alpha->RecordCall(absl::StatusCode::kResourceExhausted, absl::Milliseconds(1));
   metrics_->ForModel("beta")->RecordCall(absl::StatusCode::kInternal, absl::Milliseconds(1));
-  metrics_->ForModel("no-such-model")->RecordCall(absl::StatusCode::kNotFound, absl::ZeroDuration());
+  metrics_->ForModel("no-such-model")
+      ->RecordCall(absl::StatusCode::kNotFound, absl::ZeroDuration());
   const auto samples = Scrape(*metrics_);
   auto requests = [&](const std::string& model, const std::string& outcome) {
     return FindSample(samples, "moe_requests_total", {{"model", model}, {"outcome", outcome}});
@@ -136,17 +137,21 @@ TEST_F(ServerMetricsTest, LoadingSetsInfoAndStartsExpertSeries) {
   alpha->RecordBatch(batch);
   const auto samples = Scrape(*metrics_);
   EXPECT_EQ(FindSample(samples, "moe_model_info",
-                       {{"model", "alpha"}, {"architecture", "MoEMLP"}, {"backend", "cpu"},
-                        {"device", "cpu (2 threads)"}, {"dtype", "F32"}, {"moe_layers", "2"},
-                        {"experts", "4"}, {"top_k", "2"}}),
+                       {{"model", "alpha"},
+                        {"architecture", "MoEMLP"},
+                        {"backend", "cpu"},
+                        {"device", "cpu (2 threads)"},
+                        {"dtype", "F32"},
+                        {"moe_layers", "2"},
+                        {"experts", "4"},
+                        {"top_k", "2"}}),
             1);
   EXPECT_EQ(FindSample(samples, "moe_model_load_duration_seconds", {{"model", "alpha"}}), 1.5);
   EXPECT_EQ(FindSample(samples, "moe_model_weight_bytes", {{"model", "alpha"}}), 12345);
   EXPECT_EQ(FindSample(samples, "moe_expert_tokens_total",
                        {{"model", "alpha"}, {"layer", "1"}, {"expert", "0"}}),
             2);
-  EXPECT_EQ(FindSample(samples, "moe_layer_idle_experts", {{"model", "alpha"}, {"layer", "0"}}),
-            2);
+  EXPECT_EQ(FindSample(samples, "moe_layer_idle_experts", {{"model", "alpha"}, {"layer", "0"}}), 2);
   // beta has not loaded: no expert series for it.
   EXPECT_EQ(FindSample(samples, "moe_layer_tokens_total", {{"model", "beta"}}), std::nullopt);
   EXPECT_THAT(metrics_->ForModel("nobody")->SetLoaded(info),
@@ -158,8 +163,8 @@ TEST_F(ServerMetricsTest, ExpertTimingSamplesEveryNthPass) {
   std::vector<bool> sampled;
   for (int i = 0; i < 12; ++i) sampled.push_back(alpha->SampleExpertTiming());
   // Rate 0.25: passes 0, 4 and 8.
-  EXPECT_THAT(sampled, ::testing::ElementsAre(true, false, false, false, true, false, false,
-                                              false, true, false, false, false));
+  EXPECT_THAT(sampled, ::testing::ElementsAre(true, false, false, false, true, false, false, false,
+                                              true, false, false, false));
   EXPECT_EQ(FindSample(Scrape(*metrics_), "moe_expert_timing_sample_ratio"), 0.25);
 
   for (const auto& [rate, expected] : {std::pair{0.0, 0}, std::pair{1.0, 10}, std::pair{0.1, 1}}) {
@@ -177,7 +182,8 @@ TEST_F(ServerMetricsTest, DeviceMemoryIsReadAtScrapeTime) {
   EXPECT_EQ(CountSamples(Scrape(*metrics_), "moe_device_memory_used_bytes"), 0);
   uint64_t used = 1000;
   metrics_->SetDeviceMemoryReader([&used]() -> absl::StatusOr<DeviceMemory> {
-    return DeviceMemory{.backend = "cuda", .device = "gpu0", .used_bytes = used, .total_bytes = 8000};
+    return DeviceMemory{
+        .backend = "cuda", .device = "gpu0", .used_bytes = used, .total_bytes = 8000};
   });
   EXPECT_EQ(FindSample(Scrape(*metrics_), "moe_device_memory_used_bytes",
                        {{"backend", "cuda"}, {"device", "gpu0"}}),

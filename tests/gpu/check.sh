@@ -202,6 +202,7 @@ done
 no_device=$(grep -m1 -oh 'no CUDA device: .*' "$logs"/*_test.log 2>/dev/null | head -n 1)
 if ((bench)) && [[ -n $no_device ]]; then
   record "moe-bench cuda" SKIP 0 "$no_device"
+  record "moe-bench cuda expert timing" SKIP 0 "$no_device"
   record "torch peer (bf16)" SKIP 0 "$no_device"
 elif ((bench)); then
   for dtype in ${dtypes//,/ }; do
@@ -213,6 +214,14 @@ elif ((bench)); then
       record "moe-bench cuda $dtype" FAIL "$elapsed" "see $log"
     fi
   done
+  # The profiling pass the server samples for per-expert time: its cost against a normal pass.
+  log=$logs/bench-cuda-expert-timing.log
+  if run_logged "$log" "$build_dir/bench/moe-bench" --backend cuda --dtype bf16 \
+      --tokens "$tokens" --repeats "$repeats" --warmup 3 --expert_timing; then
+    record "moe-bench cuda expert timing" PASS "$elapsed" "bf16, T=$tokens: profiled vs normal pass"
+  else
+    record "moe-bench cuda expert timing" FAIL "$elapsed" "see $log"
+  fi
   if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
       >/dev/null 2>&1; then
     log=$logs/torch-peer.log

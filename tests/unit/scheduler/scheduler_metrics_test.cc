@@ -39,9 +39,9 @@ class SchedulerMetricsTest : public ::testing::TestWithParam<double> {
     backend_ = engine::CreateCpuBackend();
     MOE_ASSERT_OK_AND_ASSIGN(model::MoEMLPWeights weights,
                              model::LoadMoEMLPWeights(*checkpoint_, config_));
-    MOE_ASSERT_OK_AND_ASSIGN(std::unique_ptr<engine::MoEMLPModel> model,
-                             engine::MoEMLPModel::Create("m", config_, std::move(weights),
-                                                         *backend_));
+    MOE_ASSERT_OK_AND_ASSIGN(
+        std::unique_ptr<engine::MoEMLPModel> model,
+        engine::MoEMLPModel::Create("m", config_, std::move(weights), *backend_));
     metrics::ModelMetricsOptions options;
     options.expert_timing_sample_rate = GetParam();
     MOE_ASSERT_OK_AND_ASSIGN(metrics_, metrics::ServerMetrics::Create({"m"}, options));
@@ -51,8 +51,8 @@ class SchedulerMetricsTest : public ::testing::TestWithParam<double> {
     info.num_experts = d.num_experts;
     info.top_k = d.top_k;
     MOE_ASSERT_OK(metrics_->ForModel("m")->SetLoaded(info));
-    MOE_ASSERT_OK_AND_ASSIGN(scheduler_, BatchScheduler::Create(std::move(model), {},
-                                                                metrics_->ForModel("m")));
+    MOE_ASSERT_OK_AND_ASSIGN(scheduler_,
+                             BatchScheduler::Create(std::move(model), {}, metrics_->ForModel("m")));
   }
 
   uint64_t seed_ = 0;
@@ -65,8 +65,8 @@ class SchedulerMetricsTest : public ::testing::TestWithParam<double> {
 };
 
 TEST_P(SchedulerMetricsTest, ExpertCountersEqualTheRoutingReturned) {
-  SCOPED_TRACE(::testing::Message() << "seed " << seed_ << " (MOE_TEST_SEED replays), sample rate "
-                                    << GetParam());
+  SCOPED_TRACE(::testing::Message()
+               << "seed " << seed_ << " (MOE_TEST_SEED replays), sample rate " << GetParam());
   constexpr int kRequests = 40;
   const int64_t layers = config_.num_blocks;
   const int64_t experts = config_.num_experts;

@@ -15,8 +15,7 @@ using kernels::ScoringFunc;
 
 TEST(GateEntropyTest, UniformRouterHasLogE) {
   const std::vector<float> logits = {3.7f, 3.7f, 3.7f, 3.7f};
-  EXPECT_NEAR(GateEntropySumNats(logits.data(), 1, 4, ScoringFunc::kSoftmax), std::log(4.0),
-              1e-12);
+  EXPECT_NEAR(GateEntropySumNats(logits.data(), 1, 4, ScoringFunc::kSoftmax), std::log(4.0), 1e-12);
 }
 
 TEST(GateEntropyTest, KnownTwoExpertDistributions) {
@@ -34,8 +33,7 @@ TEST(GateEntropyTest, CertainRouterIsNearZeroAndRowsAdd) {
   // Row 0: one expert dominates (H ~ 1e-41); row 1: uniform over 3 (ln 3).
   const std::vector<float> logits = {100.0f, 0.0f, 0.0f, -2.0f, -2.0f, -2.0f};
   EXPECT_NEAR(GateEntropySumNats(logits.data(), 1, 3, ScoringFunc::kSoftmax), 0.0, 1e-30);
-  EXPECT_NEAR(GateEntropySumNats(logits.data(), 2, 3, ScoringFunc::kSoftmax), std::log(3.0),
-              1e-12);
+  EXPECT_NEAR(GateEntropySumNats(logits.data(), 2, 3, ScoringFunc::kSoftmax), std::log(3.0), 1e-12);
 }
 
 TEST(GateEntropyTest, MatchesTheDefinitionOnRandomLogits) {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/exposer.h"
+#include "server/metrics/thread_stack_floor.h"
 
 namespace moe::metrics {
 
@@ -16,6 +17,10 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   }
   // CivetWeb wants IPv6 hosts in brackets, as gRPC does.
   const std::string address = absl::StrCat(host, ":", port);
+  // CivetWeb's threads need the floor (thread_stack_floor.cc); calling it keeps it linked in.
+  if (ThreadStackFloor() < kMinimumThreadStack) {
+    return absl::InternalError("thread stack floor is not in effect");
+  }
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
     // Two threads: Prometheus scrapes one request at a time; the second keeps a slow client

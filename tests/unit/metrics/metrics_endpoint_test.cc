@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/metrics/thread_stack_floor.h"
+#include "tests/testing/http_get.h"
 #include "tests/testing/status_matchers.h"
 
 namespace moe::metrics {
@@ -49,25 +50,8 @@ int FreePort() {
   return held.port();  // closed again when `held` goes
 }
 
-// One HTTP/1.0 GET; the whole answer (headers and body).
 std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    close(fd);
-    return "connect failed";
-  }
-  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: localhost\r\n\r\n");
-  EXPECT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-  std::string answer;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) answer.append(buffer, static_cast<size_t>(n));
-  close(fd);
-  return answer;
+  return testing::HttpGet(port, path).value_or("request failed");
 }
 
 TEST(MetricsEndpointTest, ServesTheRegistryAndScrapeTimeSeries) {

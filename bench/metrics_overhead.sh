@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What metrics cost in serving throughput: moe-server on the CPU backend with the synthetic
-# MoEMLP (d 1024, ffn 2816, 8 experts, top-2, 2 blocks) under closed-loop load from moe-loadgen,
-# in three configurations run in interleaved rounds (so that drift of a shared machine falls on
-# all of them alike):
+# MoEMLP (d 1024, ffn 2816, 8 experts, top-2, 2 blocks) under closed-loop load from
+# `moe-client bench`, in three configurations run in interleaved rounds (so that drift of a
+# shared machine falls on all of them alike):
 #   off    --metrics-port 0: nothing collected
 #   on     the defaults: every metric, experts timed one by one on every 100th pass
 #   timed  --expert-timing-sample-rate 1: every pass a profiling pass (the cost of sampling)
@@ -38,9 +38,9 @@ while (($#)); do
 done
 
 server=$build/server/moe-server
-loadgen=$build/bench/moe-loadgen
+client=$build/client/cli/moe-client
 maker=$build/tools/moe-make-synthetic
-for binary in "$server" "$loadgen"; do
+for binary in "$server" "$client"; do
   if [[ ! -x $binary ]]; then
     echo "metrics_overhead: $binary not found: build first (scripts/build.sh, or --build DIR)" >&2
     exit 1
@@ -75,9 +75,10 @@ for round in $(seq 1 "$rounds"); do
     esac
     start_server "${model_flags[@]}" "${flags[@]}"
     echo "metrics_overhead: round $round/$rounds, metrics $config" >&2
-    if ! line=$("$loadgen" --target "$address" --wait-ready 120s --model "$model" \
-      --concurrency "$concurrency" --duration "$duration" --warmup "$warmup" --json); then
-      echo "metrics_overhead: moe-loadgen failed (metrics $config); the server's log:" >&2
+    # Typed FP32 requests, as the recorded results in docs/benchmarks.md were measured.
+    if ! line=$("$client" --target "$address" bench "$model" --wait-ready 120s --typed \
+      --concurrency "$concurrency" --duration "$duration" --warmup "$warmup" --format json); then
+      echo "metrics_overhead: moe-client bench failed (metrics $config); the server's log:" >&2
       cat "$server_log" >&2
       exit 1
     fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Serving benchmark: moe-server on the CPU backend under closed-loop load from moe-loadgen, for
-# {synthetic MoEMLP (d 1024, ffn 2816, 8 experts, top-2, 2 blocks), built-in digits}
+# Serving benchmark: moe-server (CPU backend) under closed-loop load from `moe-client bench`,
+# for {synthetic MoEMLP (d 1024, ffn 2816, 8 experts, top-2, 2 blocks), built-in digits}
 #   x {batching on (default flags), batching on with --max-queue-delay-us (default 10000),
 #      batching off (--max-batch-tokens 1)} x concurrency {1, 8, 64}.
 # Each run starts its own server, measures, and stops it with SIGTERM (exit code checked).
@@ -40,9 +40,9 @@ while (($#)); do
 done
 
 server=$build/server/moe-server
-loadgen=$build/bench/moe-loadgen
+client=$build/client/cli/moe-client
 maker=$build/tools/moe-make-synthetic
-for binary in "$server" "$loadgen"; do
+for binary in "$server" "$client"; do
   if [[ ! -x $binary ]]; then
     echo "serve_bench: $binary not found: build first (scripts/build.sh, or --build DIR)" >&2
     exit 1
@@ -87,9 +87,10 @@ for model in $models; do
     for concurrency in $concurrencies; do
       start_server "${model_flags[@]}" "${batching_flags[@]}"
       echo "serve_bench: $model, batching $batching, concurrency $concurrency" >&2
-      if ! line=$("$loadgen" --target "$address" --wait-ready 120s --model "$model" \
-        --concurrency "$concurrency" --duration "$duration" --warmup "$warmup" --json); then
-        echo "serve_bench: moe-loadgen failed ($model, batching $batching, concurrency" \
+      # Typed FP32 requests, as the recorded results in docs/benchmarks.md were measured.
+      if ! line=$("$client" --target "$address" bench "$model" --wait-ready 120s --typed \
+        --concurrency "$concurrency" --duration "$duration" --warmup "$warmup" --format json); then
+        echo "serve_bench: moe-client bench failed ($model, batching $batching, concurrency" \
           "$concurrency); the server's log:" >&2
         cat "$server_log" >&2
         exit 1

@@ -1,6 +1,7 @@
 #include "server/api/kserve_service.h"
 
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <new>
 #include <utility>
@@ -26,6 +27,20 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
+}
+
+// Finite inputs can still overflow float32 inside a model (the built-in one from about 1e37 on):
+// such an answer is refused rather than returned as NaN with OK.
+absl::Status CheckFiniteOutput(const std::vector<float>& output, const std::string& model) {
+  for (const float value : output) {
+    if (!std::isfinite(value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model '", model,
+                       "' computed a non-finite output for this request: its input values "
+                       "are too large for the model (they overflow float32 inside it)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // The client's deadline, tightened by the request's "timeout" parameter.
@@ -70,6 +85,7 @@ class InferCall final : public grpc::ServerUnaryReactor {
         std::move(input), shared->rows, shared->want_routing(), deadline, shared->priority,
         // The description lives as long as the scheduler, which outlives every request.
         [this, shared, model = &model](absl::Status status, InferenceResult result) {
+          if (status.ok()) status = CheckFiniteOutput(result.output, model->name);
           if (status.ok()) {
             try {
               BuildInferResponse(*request_, *shared, *model, result, response_);

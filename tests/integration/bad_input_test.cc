@@ -52,6 +52,13 @@ class BadInputTest : public SharedServerTest<BadInputTest> {
 
 TEST_F(BadInputTest, GoodRequestPasses) { EXPECT_THAT(Send(GoodRequest()), GrpcOk()); }
 
+// Finite but huge values overflow float32 inside the model: refused, not answered with NaN.
+TEST_F(BadInputTest, InputsThatOverflowTheModelAreInvalidNotNaN) {
+  std::vector<float> huge(2 * kDigitsWidth, 3.4e38f);  // just below FLT_MAX
+  EXPECT_THAT(Send(MakeInferRequest(kDigits, huge, 2, kDigitsWidth)),
+              GrpcStatusIs(grpc::StatusCode::INVALID_ARGUMENT, HasSubstr("non-finite output")));
+}
+
 TEST_F(BadInputTest, UnknownModelIsNotFound) {
   ModelInferRequest request = GoodRequest();
   request.set_model_name("no-such-model");

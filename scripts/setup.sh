@@ -13,6 +13,9 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   prometheus-cpp-dev
+  # OpenSSL: the server reads and checks TLS certificates and hashes bearer tokens with libssl-dev
+  # (gRPC links it too); the TLS integration tests make their certificates with the openssl tool.
+  libssl-dev openssl
   # The real Prometheus server and promtool: the metrics integration test scrapes the server
   # with it, and the alert rules in deploy/ are checked with promtool.
   prometheus

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,8 +16,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "server/api/bearer_token_auth.h"
 #include "server/api/grpc_server.h"
 #include "server/api/model_registry.h"
+#include "server/api/tls_files.h"
 #include "server/command_line.h"
 #include "server/common/logging.h"
 #include "server/engine/model_loader.h"
@@ -55,7 +58,11 @@ ABSL_FLAG(int64_t, max_message_bytes, 64 << 20,
           "RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int, metrics_port, 8002,
           "Port of the Prometheus metrics endpoint (HTTP, path /metrics), on the host of "
-          "--address. 0 turns metrics off (no endpoint, nothing collected).");
+          "--metrics-address. 0 turns metrics off (no endpoint, nothing collected).");
+ABSL_FLAG(std::string, metrics_address, "",
+          "IPv4 address the metrics endpoint listens on (e.g. 127.0.0.1, or a pod-internal "
+          "interface); empty: the host of --address. The endpoint is plain HTTP without "
+          "authentication: bind it where only the scraper reaches it.");
 ABSL_FLAG(double, expert_timing_sample_rate, 0.01,
           "Fraction of forward passes whose experts are timed one by one for "
           "moe_expert_compute_seconds_total (0 = never, 1 = every pass; 0.01 = every 100th). "
@@ -65,6 +72,36 @@ ABSL_FLAG(absl::Duration, metrics_window, absl::Seconds(60),
 ABSL_FLAG(std::string, metrics_expert_series, "per_expert",
           "per_expert: moe_expert_* series per (layer, expert); per_layer: only per-layer "
           "series, for models whose layers x experts would make too many series.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain (leaf first) of the gRPC port: serve gRPC over TLS. Needs "
+          "--tls-key.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key (not encrypted) of --tls-cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificate(s): with --tls-cert, every client must present a certificate "
+          "signed by one of them (mutual TLS).");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File of bearer tokens, one per line ('#' comments and blank lines ignored), read at "
+          "start-up: every call must carry metadata 'authorization: Bearer <token>' with one of "
+          "them (grpc.health.v1.Health excepted), else UNAUTHENTICATED.");
+ABSL_FLAG(absl::Duration, grpc_keepalive_time, absl::Hours(2),
+          "The server pings a connection silent for this long (e.g. 60s; inf: never).");
+ABSL_FLAG(absl::Duration, grpc_keepalive_timeout, absl::Seconds(20),
+          "A connection whose keepalive ping is not answered within this is closed.");
+ABSL_FLAG(absl::Duration, grpc_min_ping_interval, absl::Seconds(10),
+          "Client pings closer together than this, with no data sent in between, are strikes "
+          "(with or without calls in flight).");
+ABSL_FLAG(int, grpc_max_ping_strikes, 2,
+          "More strikes (see --grpc-min-ping-interval) than this close the connection with "
+          "GOAWAY \"too_many_pings\"; 0: never.");
+ABSL_FLAG(absl::Duration, grpc_max_connection_age, absl::InfiniteDuration(),
+          "Connections older than this are asked to reconnect (GOAWAY), e.g. 30m so that clients "
+          "spread over new replicas; inf: never.");
+ABSL_FLAG(absl::Duration, grpc_max_connection_age_grace, absl::Seconds(30),
+          "After --grpc-max-connection-age, how long calls in flight may take before the "
+          "connection is closed.");
+ABSL_FLAG(int, grpc_max_concurrent_streams, 100,
+          "Calls in flight per connection (HTTP/2 streams); a client's further calls wait in "
+          "the client.");
 ABSL_FLAG(std::string, log_level, "info",
           "Least severe log level written: debug, info, "
           "warning or error.");
@@ -80,6 +117,8 @@ constexpr char kSummary[] =
     "\n"
     "APIs: inference.GRPCInferenceService (KServe v2 / Triton clients), moe.v1.MoEService,\n"
     "grpc.health.v1.Health (\"\" and each model name), server reflection.\n"
+    "Security: --tls-cert/--tls-key (TLS), --tls-client-ca (mutual TLS), --auth-token-file\n"
+    "(bearer tokens; health checks exempt). Metrics are plain HTTP: see --metrics-address.\n"
     "SIGTERM/SIGINT: stop accepting, finish queued work (--drain-timeout), exit 0.";
 
 const std::vector<FlagUsage> kFlagUsage = {
@@ -93,9 +132,21 @@ const std::vector<FlagUsage> kFlagUsage = {
     {"drain_timeout", "DURATION"},
     {"max_message_bytes", "N"},
     {"metrics_port", "PORT"},
+    {"metrics_address", "HOST"},
     {"expert_timing_sample_rate", "RATE"},
     {"metrics_window", "DURATION"},
     {"metrics_expert_series", "per_expert|per_layer"},
+    {"tls_cert", "FILE"},
+    {"tls_key", "FILE"},
+    {"tls_client_ca", "FILE"},
+    {"auth_token_file", "FILE"},
+    {"grpc_keepalive_time", "DURATION"},
+    {"grpc_keepalive_timeout", "DURATION"},
+    {"grpc_min_ping_interval", "DURATION"},
+    {"grpc_max_ping_strikes", "N"},
+    {"grpc_max_connection_age", "DURATION"},
+    {"grpc_max_connection_age_grace", "DURATION"},
+    {"grpc_max_concurrent_streams", "N"},
     {"log_level", "LEVEL"},
 };
 
@@ -192,8 +243,10 @@ absl::StatusOr<MetricsSetup> StartMetrics(const std::vector<std::string>& model_
     return absl::InvalidArgumentError(
         absl::StrCat("metrics options: ", metrics.status().message()));
   }
+  std::string host = absl::GetFlag(FLAGS_metrics_address);
+  if (host.empty()) host = HostOf(absl::GetFlag(FLAGS_address));
   absl::StatusOr<std::unique_ptr<metrics::MetricsEndpoint>> endpoint =
-      metrics::MetricsEndpoint::Start(HostOf(absl::GetFlag(FLAGS_address)), port, **metrics);
+      metrics::MetricsEndpoint::Start(host, port, **metrics);
   if (!endpoint.ok()) return endpoint.status();
   setup.metrics = std::move(*metrics);
   setup.endpoint = std::move(*endpoint);
@@ -210,6 +263,50 @@ metrics::LoadedModelInfo LoadedInfo(const engine::ModelDescription& d, absl::Dur
           .top_k = d.top_k,
           .weight_bytes = d.weight_bytes,
           .load_time = load_time};
+}
+
+// What --tls-* and --auth-token-file ask for, read and checked before anything listens.
+struct Security {
+  std::optional<api::TlsPem> tls;
+  std::vector<std::string> auth_tokens;
+};
+
+api::TlsFiles TlsFilesFromFlags() {
+  return {.cert_file = absl::GetFlag(FLAGS_tls_cert),
+          .key_file = absl::GetFlag(FLAGS_tls_key),
+          .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca)};
+}
+
+// Security flags that do not go together: usage errors (exit 2).
+absl::Status CheckSecurityFlags(const api::TlsFiles& files) {
+  if (files.cert_file.empty() != files.key_file.empty()) {
+    return absl::InvalidArgumentError(files.cert_file.empty()
+                                          ? "--tls-key needs --tls-cert (the certificate it is for)"
+                                          : "--tls-cert needs --tls-key (its private key)");
+  }
+  if (!files.client_ca_file.empty() && files.cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-client-ca needs --tls-cert and --tls-key (client certificates are verified "
+        "over TLS)");
+  }
+  return absl::OkStatus();
+}
+
+// Reads and checks the files; one that cannot be read or does not hold what it should stops
+// the server (exit 1), like a model that cannot be loaded.
+absl::StatusOr<Security> LoadSecurity(const api::TlsFiles& files) {
+  Security security;
+  if (!files.cert_file.empty()) {
+    absl::StatusOr<api::TlsPem> pem = api::LoadTlsFiles(files);
+    if (!pem.ok()) return pem.status();
+    security.tls = *std::move(pem);
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_auth_token_file); !path.empty()) {
+    absl::StatusOr<std::vector<std::string>> tokens = api::ReadTokenFile(path);
+    if (!tokens.ok()) return tokens.status();
+    security.auth_tokens = *std::move(tokens);
+  }
+  return security;
 }
 
 int Fail(const absl::Status& status, int exit_code) {
@@ -268,6 +365,23 @@ int Run(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--drain-timeout must not be negative"), 2);
   }
 
+  const api::GrpcConnectionOptions connection_options{
+      .keepalive_time = absl::GetFlag(FLAGS_grpc_keepalive_time),
+      .keepalive_timeout = absl::GetFlag(FLAGS_grpc_keepalive_timeout),
+      .min_ping_interval = absl::GetFlag(FLAGS_grpc_min_ping_interval),
+      .max_ping_strikes = absl::GetFlag(FLAGS_grpc_max_ping_strikes),
+      .max_connection_age = absl::GetFlag(FLAGS_grpc_max_connection_age),
+      .max_connection_age_grace = absl::GetFlag(FLAGS_grpc_max_connection_age_grace),
+      .max_concurrent_streams = absl::GetFlag(FLAGS_grpc_max_concurrent_streams),
+  };
+  if (absl::Status valid = api::ValidateConnectionOptions(connection_options); !valid.ok()) {
+    return Fail(valid, 2);
+  }
+  const api::TlsFiles tls_files = TlsFilesFromFlags();
+  if (absl::Status checked = CheckSecurityFlags(tls_files); !checked.ok()) return Fail(checked, 2);
+  absl::StatusOr<Security> security = LoadSecurity(tls_files);
+  if (!security.ok()) return Fail(security.status(), 1);
+
   absl::StatusOr<MetricsSetup> metrics_setup = StartMetrics(ModelNames(specs), scheduler_options);
   if (!metrics_setup.ok()) {
     return Fail(metrics_setup.status(), absl::IsInvalidArgument(metrics_setup.status()) ? 2 : 1);
@@ -297,10 +411,20 @@ int Run(int argc, char** argv) {
       api::GrpcServer::Start({.address = absl::GetFlag(FLAGS_address),
                               .max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes),
                               .server_version = MOE_VERSION,
-                              .metrics = server_metrics},
+                              .metrics = server_metrics,
+                              .tls = security->tls,
+                              .auth_tokens = security->auth_tokens,
+                              .connection = connection_options},
                              &registry);
   if (!server.ok()) return Fail(server.status(), 1);
-  common::LogInfo("listening", {{"address", (*server)->address()}, {"ready", "false"}});
+  const char* tls_mode = !security->tls.has_value()         ? "off"
+                         : security->tls->client_ca.empty() ? "on"
+                                                            : "mutual";
+  common::LogInfo("listening", {{"address", (*server)->address()},
+                                {"ready", "false"},
+                                {"tls", tls_mode},
+                                {"auth", security->auth_tokens.empty() ? "off" : "bearer"},
+                                {"auth_tokens", absl::StrCat(security->auth_tokens.size())}});
 
   absl::StatusOr<std::unique_ptr<engine::MoEBackend>> backend = engine::CreateBackend(
       {.choice = *backend_choice, .cuda_device = absl::GetFlag(FLAGS_cuda_device)});

@@ -15,8 +15,13 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
     return absl::InvalidArgumentError(
         absl::StrCat("metrics port ", port, " is not between 1 and 65535"));
   }
-  // CivetWeb wants IPv6 hosts in brackets, as gRPC does.
-  const std::string address = absl::StrCat(host, ":", port);
+  if (host.empty()) {
+    return absl::InvalidArgumentError("metrics address: empty host (--metrics-address)");
+  }
+  // CivetWeb wants IPv6 hosts in brackets, as gRPC does; --metrics-address may omit them.
+  const bool bare_ipv6 = host.find(':') != std::string::npos && host.front() != '[';
+  const std::string address =
+      absl::StrCat(bare_ipv6 ? "[" : "", host, bare_ipv6 ? "]" : "", ":", port);
   // CivetWeb's threads need the floor (thread_stack_floor.cc); calling it keeps it linked in.
   if (ThreadStackFloor() < kMinimumThreadStack) {
     return absl::InternalError("thread stack floor is not in effect");
@@ -29,7 +34,8 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   } catch (const std::exception& e) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve metrics on ", address, ": ", e.what(),
-                     " (is the port in use? choose another with --metrics-port)"));
+                     " (is the port in use, or the host not a local address? choose another with "
+                     "--metrics-port or --metrics-address)"));
   }
   for (const std::weak_ptr<prometheus::Collectable>& collectable : metrics.Collectables()) {
     exposer->RegisterCollectable(collectable);

@@ -16,9 +16,12 @@ namespace moe::metrics {
 
 class MetricsEndpoint {
  public:
-  // Listens on `host`:`port` (port 1..65535) and serves `metrics` at /metrics. UNAVAILABLE
-  // when the address cannot be bound (in use, not local), INVALID_ARGUMENT for a bad port.
-  // `metrics` must outlive the endpoint.
+  // Listens on `host`:`port` (port 1..65535) and serves `metrics` at /metrics. `host` is a
+  // local IPv4 address or name ("0.0.0.0" for all, "127.0.0.1", "localhost"). An IPv6 address
+  // ("::1" or "[::1]") is passed on in brackets, but binds only where CivetWeb was built with
+  // IPv6 support, which Debian 12's prometheus-cpp was not.
+  // UNAVAILABLE when the address cannot be bound (in use, not local), INVALID_ARGUMENT for a
+  // bad port or an empty host. `metrics` must outlive the endpoint.
   static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(const std::string& host, int port,
                                                                 const ServerMetrics& metrics);
   ~MetricsEndpoint();

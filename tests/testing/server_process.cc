@@ -68,11 +68,18 @@ absl::StatusOr<int> PickFreeLoopbackPort() {
 }
 
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, int max_message_bytes) {
+  return MakeChannel(address, nullptr, max_message_bytes);
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& address, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+    int max_message_bytes) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(max_message_bytes);
   args.SetMaxSendMessageSize(max_message_bytes);
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(
+      address, credentials != nullptr ? credentials : grpc::InsecureChannelCredentials(), args);
 }
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
@@ -227,6 +234,11 @@ std::string ChildProcess::LogTail(size_t max_bytes) const {
 
 absl::Status WaitUntilServerReady(const std::string& address, ChildProcess& process,
                                   absl::Duration timeout) {
+  return WaitUntilServerReady(address, process, timeout, ClientSecurity{});
+}
+
+absl::Status WaitUntilServerReady(const std::string& address, ChildProcess& process,
+                                  absl::Duration timeout, const ClientSecurity& security) {
   const absl::Time deadline = absl::Now() + timeout;
   std::string last_answer = "no answer yet";
   while (true) {
@@ -242,9 +254,11 @@ absl::Status WaitUntilServerReady(const std::string& address, ChildProcess& proc
     }
     // A fresh channel per attempt: a channel whose first connection was refused stays failed
     // for seconds (gRPC's reconnect backoff), long after the server listens.
-    auto stub = inference::GRPCInferenceService::NewStub(MakeChannel(address));
+    auto stub = inference::GRPCInferenceService::NewStub(
+        MakeChannel(address, security.credentials, kDefaultMaxMessageBytes));
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    for (const auto& [key, value] : security.metadata) context.AddMetadata(key, value);
     inference::ServerReadyRequest request;
     inference::ServerReadyResponse response;
     const grpc::Status status = stub->ServerReady(&context, request, &response);
@@ -284,9 +298,12 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     auto process = ChildProcess::Spawn(options.binary, args, log_path);
     if (!process.ok()) return process.status();
     server->process_ = *std::move(process);
-    last_error = WaitUntilServerReady(server->address_, *server->process_, options.ready_timeout);
+    last_error = WaitUntilServerReady(server->address_, *server->process_, options.ready_timeout,
+                                      options.client_security);
     if (last_error.ok()) {
-      server->channel_ = MakeChannel(server->address_, options.max_message_bytes);
+      server->channel_credentials_ = options.client_security.credentials;
+      server->channel_ =
+          MakeChannel(server->address_, server->channel_credentials_, options.max_message_bytes);
       return server;
     }
     const bool port_taken = !server->process_->Running() &&

@@ -9,12 +9,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
 #include "tests/testing/scratch_dir.h"
 
 namespace moe::testing {
@@ -34,6 +36,18 @@ absl::StatusOr<int> PickFreeLoopbackPort();
 // is ready.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
                                            int max_message_bytes = kDefaultMaxMessageBytes);
+// The same with `credentials` (TLS); null: insecure.
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& address, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+    int max_message_bytes = kDefaultMaxMessageBytes);
+
+// How to reach a server that asks for more than a plaintext call: channel credentials (TLS, and
+// call credentials composed with them) and metadata added to every readiness call (e.g.
+// {"authorization", "Bearer ..."} over plaintext, where gRPC sends no call credentials).
+struct ClientSecurity {
+  std::shared_ptr<grpc::ChannelCredentials> credentials;  // null: insecure
+  std::vector<std::pair<std::string, std::string>> metadata;
+};
 
 // A child process (fork and exec), stdin from /dev/null, stdout and stderr appended to one log
 // file. The destructor kills it (SIGKILL) if it still runs and reaps it; the kernel kills it
@@ -81,6 +95,9 @@ struct ServerProcessOptions {
   absl::Duration ready_timeout = absl::Seconds(60);
   // Limits of channel(); see MakeChannel.
   int max_message_bytes = kDefaultMaxMessageBytes;
+  // Credentials of channel() and NewChannel(), and of the readiness probe, which also sends the
+  // metadata (channel() does not: tests add it to their own calls).
+  ClientSecurity client_security;
 };
 
 // A server process listening on 127.0.0.1. Start returns once its KServe ServerReady call
@@ -100,7 +117,7 @@ class ServerProcess {
   // One channel shared by the calls of a test (limits from the options).
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   std::shared_ptr<grpc::Channel> NewChannel(int max_message_bytes = kDefaultMaxMessageBytes) const {
-    return MakeChannel(address_, max_message_bytes);
+    return MakeChannel(address_, channel_credentials_, max_message_bytes);
   }
 
   absl::Status Terminate(int signal = SIGTERM) { return process_->Signal(signal); }
@@ -119,10 +136,14 @@ class ServerProcess {
   int port_ = 0;
   int metrics_port_ = 0;
   std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<grpc::ChannelCredentials> channel_credentials_;
 };
 
 // Polls ServerReady at `address` until it answers true, `process` exits, or `timeout` passes.
 absl::Status WaitUntilServerReady(const std::string& address, ChildProcess& process,
                                   absl::Duration timeout);
+// The same through `security`.
+absl::Status WaitUntilServerReady(const std::string& address, ChildProcess& process,
+                                  absl::Duration timeout, const ClientSecurity& security);
 
 }  // namespace moe::testing

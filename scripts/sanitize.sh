@@ -44,7 +44,9 @@ case $job in
   *) usage ;;
 esac
 build_dir=${build_dir:-build-$job}
-jobs=${BUILD_JOBS:-$(nproc)}
+# Before OMP_NUM_THREADS is set: nproc honours it.
+cpus=$(nproc)
+jobs=${BUILD_JOBS:-$cpus}
 
 generator=()
 if [[ ! -f $build_dir/CMakeCache.txt ]]; then
@@ -74,7 +76,7 @@ run_ctest() {
   local status=0 dir
   for dir in "$@"; do
     echo "sanitize: $job: ctest in ${dir#"$build_dir"/}"
-    ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" --timeout 900 "${ctest_args[@]}" \
+    ctest --test-dir "$dir" --output-on-failure -j "$cpus" --timeout 900 "${ctest_args[@]}" \
       "${extra_ctest_args[@]}" ||
       status=1
   done
@@ -108,7 +110,7 @@ case $job in
     export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
     # halt_on_error=0: report every race and go on; a process that reported exits with 66 at
     # exit, and the report files fail this script whatever the exit code was.
-    export TSAN_OPTIONS="log_path=$reports/tsan:halt_on_error=0:second_deadlock_stack=1:history_size=4:suppressions=$repo/tests/sanitizers/tsan.supp"
+    export TSAN_OPTIONS="log_path=$reports/tsan:halt_on_error=0:second_deadlock_stack=1:history_size=7:suppressions=$repo/tests/sanitizers/tsan.supp"
     export CXXFLAGS="-fsanitize=$sanitize"
     export LDFLAGS="-fsanitize=$sanitize -Wl,--whole-archive $build_dir/libmoe_tsan_absl_sync.a -Wl,--no-whole-archive"
     status=0

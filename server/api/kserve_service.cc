@@ -13,6 +13,7 @@
 #include "server/api/grpc_status.h"
 #include "server/api/infer_request_parser.h"
 #include "server/api/infer_response_builder.h"
+#include "server/common/happens_before.h"
 
 namespace moe::api {
 namespace {
@@ -110,17 +111,24 @@ class InferCall final : public grpc::ServerUnaryReactor {
   }
 
   void OnCancel() override {
-    absl::MutexLock lock(&cancel_->mu);
-    cancel_->cancelled = true;
-    if (cancel_->scheduler != nullptr) cancel_->scheduler->Cancel(cancel_->ticket);
+    {
+      absl::MutexLock lock(&cancel_->mu);
+      cancel_->cancelled = true;
+      if (cancel_->scheduler != nullptr) cancel_->scheduler->Cancel(cancel_->ticket);
+    }
+    common::HappensBefore(this);  // OnDone comes after (gRPC's order, invisible to TSan)
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    common::HappensAfter(this);  // after Finish and OnCancel
+    delete this;
+  }
 
  private:
   // Counts the call's outcome and finishes it; the one way an InferCall ends.
   void Done(const absl::Status& status) {
     if (metrics_ != nullptr) metrics_->RecordCall(status.code(), absl::Now() - arrival_);
+    common::HappensBefore(this);  // OnDone comes after Finish
     Finish(ToGrpcStatus(status));
   }
 

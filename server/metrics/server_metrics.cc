@@ -33,13 +33,14 @@ class ServerMetrics::ScrapeCollector final : public prometheus::Collectable {
 
  private:
   void AppendDeviceMemory(std::vector<prometheus::MetricFamily>* families) const {
-    DeviceMemoryReader reader;
+    absl::StatusOr<DeviceMemory> memory;
     {
+      // Called under the lock, so that SetReader (nullptr when the backend goes) waits for a
+      // call in flight: a copy called after the unlock could read a destroyed backend.
       absl::MutexLock lock(&mu_);
-      reader = reader_;
+      if (!reader_) return;
+      memory = reader_();
     }
-    if (!reader) return;
-    absl::StatusOr<DeviceMemory> memory = reader();
     if (!memory.ok()) return;
     const std::vector<prometheus::ClientMetric::Label> labels = {{"backend", memory->backend},
                                                                  {"device", memory->device}};

@@ -45,6 +45,7 @@ class ServerMetrics {
   ModelMetrics* ForModel(std::string_view name) const;
 
   // Called at every scrape for the moe_device_memory_* gauges; a failed read leaves them out.
+  // Replacing it (with nullptr too) waits for a scrape that is calling the old one.
   void SetDeviceMemoryReader(DeviceMemoryReader reader);
 
   // What an endpoint exposes: the registry and the scrape-time collector.

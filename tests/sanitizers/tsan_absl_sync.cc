@@ -26,6 +26,7 @@
 // static_assert below stops the build on any other abseil instead of silently interposing
 // nothing. A name that does not resolve aborts the program with a message.
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -296,9 +297,15 @@ void Notification::Notify() {
   real(this);
 }
 
+// TSan runs a signal's handler when the thread the kernel gave it to next enters an intercepted
+// function; a thread blocked in abseil's futex wait enters none. moe-server's main thread waits
+// for its shutdown event here, and the kernel gives SIGTERM to the main thread first, so the
+// handler would never run and the server never drain. The wait goes in slices, with an
+// intercepted usleep between them that lets a pending signal's handler run.
 void Notification::WaitForNotification() const {
-  MOE_REAL(void (*)(const Notification*), "_ZNK4absl7debian312Notification19WaitForNotificationEv");
-  real(this);
+  MOE_REAL(bool (*)(const Notification*, absl::Duration),
+           "_ZNK4absl7debian312Notification30WaitForNotificationWithTimeoutENS0_8DurationE");
+  while (!real(this, absl::Milliseconds(50))) usleep(0);
   __tsan_acquire(Address(this));
 }
 

@@ -48,19 +48,22 @@ if(MOE_SANITIZE)
   message(STATUS "moe-serve: sanitizers ${MOE_SANITIZE} on every target: ${MOE_SANITIZE_FLAGS}")
 
   if("thread" IN_LIST moe_sanitizers)
-    # Debian's abseil is not built with TSan, so absl::Mutex & co. (libabsl_synchronization.so)
-    # are invisible to it and every ABSL_GUARDED_BY member would look racy. Every executable
-    # gets tests/sanitizers/tsan_absl_sync.cc, which interposes them and tells TSan about the
-    # happens-before edges they make (see that file).
-    # It is one object in a static library that every target links (libraries pass it on to
-    # the executables); --undefined pulls it into every executable from the first place it
-    # appears on the link line, ahead of libabsl_synchronization.so.
-    add_library(moe_tsan_absl_sync STATIC
-      ${PROJECT_SOURCE_DIR}/tests/sanitizers/tsan_absl_sync.cc)
-    target_link_libraries(moe_tsan_absl_sync PRIVATE ${CMAKE_DL_LIBS})
-    # (BUILD_INTERFACE: not part of the installed client package; scripts/sanitize.sh links
-    # it into the package test's consumer itself.)
-    link_libraries("$<BUILD_INTERFACE:moe_tsan_absl_sync>")
-    add_link_options("LINKER:--undefined=_ZN4absl7debian35Mutex4LockEv")
+    # Libraries not built with TSan synchronize in ways it cannot see. Every executable gets
+    # tests/sanitizers/tsan_absl_sync.cc (Debian's abseil: absl::Mutex & co., without which
+    # every ABSL_GUARDED_BY member would look racy) and tests/sanitizers/tsan_grpc_sync.cc
+    # (gRPC: a batch started on one thread completes on another), which interpose those
+    # libraries' functions and tell TSan the happens-before edges they make (see the files).
+    # They are two objects in a static library that every target links (libraries pass it on
+    # to the executables); --undefined pulls both into every executable from the first place
+    # the library appears on the link line, ahead of the shared libraries they interpose.
+    # (BUILD_INTERFACE: not part of the installed client package; scripts/sanitize.sh links it
+    # into the package test's consumer itself.)
+    add_library(moe_tsan_sync STATIC
+      ${PROJECT_SOURCE_DIR}/tests/sanitizers/tsan_absl_sync.cc
+      ${PROJECT_SOURCE_DIR}/tests/sanitizers/tsan_grpc_sync.cc)
+    target_link_libraries(moe_tsan_sync PRIVATE ${CMAKE_DL_LIBS})
+    link_libraries("$<BUILD_INTERFACE:moe_tsan_sync>")
+    add_link_options("LINKER:--undefined=_ZN4absl7debian35Mutex4LockEv"
+      "LINKER:--undefined=grpc_call_start_batch")
   endif()
 endif()

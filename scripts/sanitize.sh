@@ -112,7 +112,7 @@ case $job in
     # exit, and the report files fail this script whatever the exit code was.
     export TSAN_OPTIONS="log_path=$reports/tsan:halt_on_error=0:second_deadlock_stack=1:history_size=7:suppressions=$repo/tests/sanitizers/tsan.supp"
     export CXXFLAGS="-fsanitize=$sanitize"
-    export LDFLAGS="-fsanitize=$sanitize -Wl,--whole-archive $build_dir/libmoe_tsan_absl_sync.a -Wl,--no-whole-archive"
+    export LDFLAGS="-fsanitize=$sanitize -Wl,--whole-archive $build_dir/libmoe_tsan_sync.a -Wl,--no-whole-archive"
     status=0
     run_ctest "$build_dir/tests/unit/scheduler" "$build_dir/tests/unit/api" \
       "$build_dir/tests/unit/server" "$build_dir/tests/integration" || status=1

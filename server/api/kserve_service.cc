@@ -116,11 +116,12 @@ class InferCall final : public grpc::ServerUnaryReactor {
       cancel_->cancelled = true;
       if (cancel_->scheduler != nullptr) cancel_->scheduler->Cancel(cancel_->ticket);
     }
-    common::HappensBefore(this);  // OnDone comes after (gRPC's order, invisible to TSan)
+    // gRPC runs OnDone after OnCancel has returned, but orders the two inside libgrpc++.
+    common::HappensBefore(this);
   }
 
   void OnDone() override {
-    common::HappensAfter(this);  // after Finish and OnCancel
+    common::HappensAfter(this);  // after OnCancel
     delete this;
   }
 
@@ -128,7 +129,6 @@ class InferCall final : public grpc::ServerUnaryReactor {
   // Counts the call's outcome and finishes it; the one way an InferCall ends.
   void Done(const absl::Status& status) {
     if (metrics_ != nullptr) metrics_->RecordCall(status.code(), absl::Now() - arrival_);
-    common::HappensBefore(this);  // OnDone comes after Finish
     Finish(ToGrpcStatus(status));
   }
 

@@ -1,7 +1,8 @@
 // Happens-before edges that ThreadSanitizer cannot see for itself because a library it does not
-// instrument makes them: gRPC runs a reactor's OnDone only after Finish has been called and
-// OnCancel has returned, but orders that inside libgrpc++. HappensBefore(key) on one thread and a
-// later HappensAfter(key) on another tell TSan so. They compile to nothing in other builds.
+// instrument makes them: gRPC runs a reactor's OnDone only after its OnCancel has returned, but
+// orders the two inside libgrpc++. HappensBefore(key) on one thread and a later
+// HappensAfter(key) on another tell TSan so (tests/sanitizers/ covers gRPC's other edges). They
+// compile to nothing in other builds.
 #pragma once
 
 #if defined(__SANITIZE_THREAD__)

@@ -1,0 +1,183 @@
+// ThreadSanitizer builds only (MOE_SANITIZE=thread; cmake/sanitizers.cmake links this into every
+// executable): tells TSan about two happens-before edges gRPC's API promises and makes inside
+// libgrpc and libgrpc++, where TSan cannot see them: a batch of operations started on one thread
+// (grpc_call_start_batch) completes, with its tag, on another; and a callback-API server call
+// ends (OnDone) after everything that held a reference to it let go.
+//
+// gRPC's C++ layer (grpcpp headers) is compiled, instrumented, into our binaries: op sets,
+// completion tags, the callback API's call objects, our reactors and callbacks. The completion
+// travels through libgrpc's lock-free queues and closures (not instrumented), so without this
+// TSan reports every access made when a batch completes (gRPC's FinishOp, our callbacks)
+// against the setup before it on the thread that started the batch.
+//
+// Like tsan_absl_sync.cc these definitions in the executable come before libgrpc's for every
+// caller (libgrpc++ included) and call the real ones (dlsym RTLD_NEXT):
+//   - grpc_call_start_batch releases on the tag before the batch starts;
+//   - grpc_completion_queue_next/pluck acquire on the tag of the event they return;
+//   - callback-API tags are grpc_completion_queue_functor objects that libgrpc runs through
+//     their functor_run pointer rather than returning: when that pointer is a function of this
+//     executable (the grpcpp tags' StaticRun), it is swapped, before the batch starts, for a
+//     trampoline that acquires on the tag and calls the original. Tags whose run function lives
+//     in libgrpc++ (its own internal tags) are left alone. A completion-queue tag is an op set,
+//     whose first word is a vtable pointer, never code, so the two kinds are told apart by
+//     whether that word points into this executable's code;
+//   - grpc::internal::ServerCallbackCall::ScheduleOnDone runs on the thread that dropped the
+//     call's last reference. The decrements made in grpcpp's inline code (in our binaries) are
+//     instrumented acq_rel operations, a release on the counter, but the last one is often made
+//     inside libgrpc++, invisible; the interposed ScheduleOnDone acquires on the counter. Its
+//     address is fixed by gRPC 1.51's class layout (vptr, two atomic_int), checked below.
+#include <dlfcn.h>
+#include <elf.h>
+#include <grpc/grpc.h>
+#include <grpcpp/version_info.h>
+#include <link.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#if !defined(__SANITIZE_THREAD__)
+#error "tsan_grpc_sync.cc belongs in ThreadSanitizer builds only (MOE_SANITIZE=thread)"
+#endif
+
+extern "C" {
+void __tsan_acquire(void* addr);
+void __tsan_release(void* addr);
+}
+
+namespace {
+
+template <typename Fn>
+Fn Real(const char* name) {
+  void* function = dlsym(RTLD_NEXT, name);
+  if (function == nullptr) {
+    std::fprintf(stderr, "tsan_grpc_sync: %s not found in the libraries after the executable\n",
+                 name);
+    std::abort();
+  }
+  return reinterpret_cast<Fn>(function);
+}
+
+// The executable's code: [begin, end) of its executable PT_LOAD segment.
+struct CodeRange {
+  uintptr_t begin = 0;
+  uintptr_t end = 0;
+};
+
+CodeRange ExecutableCode() {
+  CodeRange range;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        auto* out = static_cast<CodeRange*>(data);
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& header = info->dlpi_phdr[i];
+          if (header.p_type == PT_LOAD && (header.p_flags & PF_X) != 0) {
+            out->begin = info->dlpi_addr + header.p_vaddr;
+            out->end = out->begin + header.p_memsz;
+            break;
+          }
+        }
+        return 1;  // the first object is the executable
+      },
+      &range);
+  return range;
+}
+
+using RunFunction = void (*)(grpc_completion_queue_functor*, int);
+
+// The original run functions seen, one trampoline per slot (a handful: one per grpcpp tag
+// class). Relaxed: a slot is written once, before the batch whose completion reads it starts.
+constexpr int kSlots = 8;
+std::atomic<RunFunction> g_original_run[kSlots];
+
+template <int N>
+void Trampoline(grpc_completion_queue_functor* functor, int ok) {
+  __tsan_acquire(functor);
+  g_original_run[N].load(std::memory_order_relaxed)(functor, ok);
+}
+
+template <int... N>
+constexpr RunFunction kTrampolines[] = {&Trampoline<N>...};
+constexpr RunFunction const* kTrampoline = kTrampolines<0, 1, 2, 3, 4, 5, 6, 7>;
+
+bool IsTrampoline(RunFunction run) {
+  for (int i = 0; i < kSlots; ++i) {
+    if (run == kTrampoline[i]) return true;
+  }
+  return false;
+}
+
+// The trampoline that runs `original`, or null when every slot holds another function.
+RunFunction TrampolineFor(RunFunction original) {
+  for (int i = 0; i < kSlots; ++i) {
+    RunFunction seen = g_original_run[i].load(std::memory_order_relaxed);
+    if (seen == nullptr &&
+        g_original_run[i].compare_exchange_strong(seen, original, std::memory_order_relaxed)) {
+      return kTrampoline[i];
+    }
+    if (seen == original) return kTrampoline[i];
+  }
+  return nullptr;
+}
+
+void WrapIfOurFunctor(void* tag) {
+  static const CodeRange code = ExecutableCode();
+  auto* functor = static_cast<grpc_completion_queue_functor*>(tag);
+  const RunFunction run = functor->functor_run;
+  const auto address = reinterpret_cast<uintptr_t>(run);
+  if (address < code.begin || address >= code.end || IsTrampoline(run)) return;
+  if (RunFunction trampoline = TrampolineFor(run); trampoline != nullptr) {
+    functor->functor_run = trampoline;
+  }
+}
+
+}  // namespace
+
+extern "C" grpc_call_error grpc_call_start_batch(grpc_call* call, const grpc_op* ops, size_t nops,
+                                                 void* tag, void* reserved) {
+  static const auto real =
+      Real<grpc_call_error (*)(grpc_call*, const grpc_op*, size_t, void*, void*)>(
+          "grpc_call_start_batch");
+  if (tag != nullptr) {
+    WrapIfOurFunctor(tag);
+    __tsan_release(tag);
+  }
+  return real(call, ops, nops, tag, reserved);
+}
+
+extern "C" grpc_event grpc_completion_queue_next(grpc_completion_queue* cq, gpr_timespec deadline,
+                                                 void* reserved) {
+  static const auto real = Real<grpc_event (*)(grpc_completion_queue*, gpr_timespec, void*)>(
+      "grpc_completion_queue_next");
+  grpc_event event = real(cq, deadline, reserved);
+  if (event.type == GRPC_OP_COMPLETE && event.tag != nullptr) __tsan_acquire(event.tag);
+  return event;
+}
+
+extern "C" grpc_event grpc_completion_queue_pluck(grpc_completion_queue* cq, void* tag,
+                                                  gpr_timespec deadline, void* reserved) {
+  static const auto real = Real<grpc_event (*)(grpc_completion_queue*, void*, gpr_timespec, void*)>(
+      "grpc_completion_queue_pluck");
+  grpc_event event = real(cq, tag, deadline, reserved);
+  if (event.type == GRPC_OP_COMPLETE && event.tag != nullptr) __tsan_acquire(event.tag);
+  return event;
+}
+
+// grpc::internal::ServerCallbackCall (grpcpp/support/server_callback.h, gRPC 1.51): a vtable
+// pointer, then atomic_int on_cancel_conditions_remaining_, then atomic_int
+// callbacks_outstanding_, the reference count.
+static_assert(GRPC_CPP_VERSION_MAJOR == 1 && GRPC_CPP_VERSION_MINOR == 51,
+              "tsan_grpc_sync.cc knows gRPC 1.51's ServerCallbackCall layout: check it");
+constexpr size_t kCallbacksOutstandingOffset = sizeof(void*) + sizeof(std::atomic_int);
+
+extern "C" void MoeScheduleOnDone(void* call, bool inline_ondone) __asm__(
+    "_ZN4grpc8internal18ServerCallbackCall14ScheduleOnDoneEb");
+
+extern "C" void MoeScheduleOnDone(void* call, bool inline_ondone) {
+  static const auto real =
+      Real<void (*)(void*, bool)>("_ZN4grpc8internal18ServerCallbackCall14ScheduleOnDoneEb");
+  __tsan_acquire(static_cast<char*>(call) + kCallbacksOutstandingOffset);
+  real(call, inline_ondone);
+}

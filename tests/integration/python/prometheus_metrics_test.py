@@ -5,8 +5,9 @@ Starts moe-server (built-in digits model, metrics on a free port) and the Promet
 (Debian package `prometheus`) on loopback, scraping it every second. Sends requests that ask
 for their routing, adds up the experts each request was routed to, and checks through
 Prometheus's HTTP query API that the per-expert token counters equal those sums. Also checks
-the exposition with `promtool check metrics`, the request outcome counters, the window gauges
-against the counters, and that the Grafana dashboard only uses metrics the server exports.
+the exposition with `promtool check metrics`, the request outcome counters and the window gauges
+against the counters. (The dashboard's queries are checked against a live scrape by
+deploy_assets_live_test.py.)
 
 Run with the system python3 (python3-grpcio, python3-protobuf, python3-numpy):
     python3 prometheus_metrics_test.py [--server BIN] [--stubs DIR] [--source DIR]
@@ -286,17 +287,6 @@ class PrometheusMetricsTest(unittest.TestCase):
         self.assertEqual(counts[("(unknown)", "invalid")], 1)
         self.assertEqual(counts[(MODEL, "success")], self.successes)
         self.assertEqual(counts[(MODEL, "internal")], 0)
-
-    def test_6_dashboard_uses_only_exported_metrics(self):
-        checker = os.path.join(ARGS.source, "tests", "deploy", "check_dashboard.py")
-        dashboard = os.path.join(ARGS.source, "deploy", "grafana", "moe-serve-dashboard.json")
-        with tempfile.NamedTemporaryFile("w", suffix=".prom") as exposition:
-            exposition.write(http_get(self.metrics_url))
-            exposition.flush()
-            checked = subprocess.run([sys.executable, checker, dashboard, "--metrics-text",
-                                      exposition.name], capture_output=True, timeout=60)
-        self.assertEqual(checked.returncode, 0,
-                         checked.stdout.decode() + checked.stderr.decode())
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -283,6 +284,38 @@ absl::StatusOr<double> ReadRopeTheta(const ConfigReader& reader, double fallback
   return fallback;
 }
 
+// The window transformers would apply. Mixtral masks with `sliding_window` whenever it is set;
+// Qwen2/3-MoE configs carry a `sliding_window` value but use it only under `use_sliding_window`
+// (published checkpoints set that false); OLMoE has no sliding window.
+absl::StatusOr<int64_t> ReadSlidingWindow(const ConfigReader& reader, ModelFamily family) {
+  if (family == ModelFamily::kOlmoe) return 0;
+  if (family == ModelFamily::kQwen2Moe || family == ModelFamily::kQwen3Moe) {
+    MOE_ASSIGN_OR_RETURN(const bool used, reader.OptionalBool("use_sliding_window", false));
+    if (!used) return 0;
+  }
+  return reader.OptionalInt("sliding_window", 0, 0, std::numeric_limits<int64_t>::max());
+}
+
+// bos_token_id: an integer or null; eos_token_id: an integer, a list of them, or null. Ids are
+// only bounded here, not checked against the vocabulary: an id outside it simply never occurs.
+absl::Status ReadSpecialTokens(const ConfigReader& reader, ModelConfig* config) {
+  MOE_ASSIGN_OR_RETURN(config->bos_token_id,
+                       reader.OptionalInt("bos_token_id", -1, 0, kMaxVocabSize));
+  const json* eos = reader.Find("eos_token_id");
+  if (eos == nullptr) return absl::OkStatus();
+  if (eos->is_array()) {
+    for (const json& entry : *eos) {
+      MOE_ASSIGN_OR_RETURN(const int64_t id,
+                           reader.IntValue("eos_token_id[]", entry, 0, kMaxVocabSize));
+      config->eos_token_ids.push_back(id);
+    }
+    return absl::OkStatus();
+  }
+  MOE_ASSIGN_OR_RETURN(const int64_t id, reader.IntValue("eos_token_id", *eos, 0, kMaxVocabSize));
+  config->eos_token_ids.push_back(id);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> ParseConfigObject(const json& root, const std::string& source) {
   if (!root.is_object()) {
     return absl::InvalidArgumentError(
@@ -465,6 +498,8 @@ absl::StatusOr<ModelConfig> ParseConfigObject(const json& root, const std::strin
   MOE_ASSIGN_OR_RETURN(config.tie_word_embeddings,
                        reader.OptionalBool("tie_word_embeddings", false));
   MOE_ASSIGN_OR_RETURN(config.torch_dtype, ReadTorchDType(reader));
+  MOE_ASSIGN_OR_RETURN(config.sliding_window, ReadSlidingWindow(reader, family->family));
+  MOE_RETURN_IF_ERROR(ReadSpecialTokens(reader, &config));
   return config;
 }
 

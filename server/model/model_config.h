@@ -42,6 +42,13 @@ struct ModelConfig {
   bool qk_norm = false;         // OLMoE / Qwen3-MoE
   kernels::DType torch_dtype = kernels::DType::kF32;
 
+  // Attention window in tokens as transformers applies it (Mixtral's `sliding_window`; for the
+  // Qwen families only when `use_sliding_window` is true); 0 = full causal attention.
+  int64_t sliding_window = 0;
+  // Special tokens from config.json; -1 / empty when not given. `eos_token_id` may be a list.
+  int64_t bos_token_id = -1;
+  std::vector<int64_t> eos_token_ids;
+
   // Routing as the family's reference implementation does it.
   kernels::RouterConfig router() const;
   // Indices of the layers with an MoE block.

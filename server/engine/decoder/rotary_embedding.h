@@ -1,0 +1,33 @@
+// Rotary position embeddings in the rotate-half convention (GPT-NeoX / Hugging Face Llama,
+// Mixtral, Qwen, OLMoE): channel i of a head pairs with channel i + head_dim/2 and both turn by
+// position * rope_theta^(-2i / head_dim).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace moe::engine {
+
+class RotaryEmbedding {
+ public:
+  RotaryEmbedding(int64_t head_dim, double theta);
+
+  // Makes positions [0, positions) available to Apply (grows the cos/sin table; amortised by
+  // doubling). Call before a parallel region that applies them.
+  void Prepare(int64_t positions);
+
+  // Rotates `num_heads` heads of `head_dim` values laid out back to back at `x`, in place, for
+  // token position `position` (< the prepared count).
+  void Apply(float* x, int64_t num_heads, int64_t position) const;
+
+ private:
+  int64_t head_dim_;
+  int64_t half_;
+  std::vector<double> inv_freq_;  // [half]
+  int64_t positions_ = 0;
+  // [positions, half] each; angles computed in double so long positions keep their precision.
+  std::vector<float> cos_;
+  std::vector<float> sin_;
+};
+
+}  // namespace moe::engine

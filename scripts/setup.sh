@@ -9,6 +9,9 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   clang-format
+  # The fuzz targets (tests/fuzz, scripts/fuzz.sh): clang with libFuzzer and its sanitizer
+  # runtimes. (GCC's ASan/UBSan/TSan runtimes for scripts/sanitize.sh come with build-essential.)
+  clang libclang-rt-14-dev
   libabsl-dev libopenblas-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
@@ -23,6 +26,13 @@ packages=(
   # for the stock Triton client from PyPI.
   python3 python3-grpcio python3-protobuf python3-numpy python3-venv
 )
+
+# kubectl renders the Kubernetes manifests (tests/deploy): Debian's kubernetes-client unless a
+# kubectl is installed already (e.g. the kubectl package of Google's Cloud SDK, which owns the
+# same path).
+if ! command -v kubectl >/dev/null 2>&1; then
+  packages+=(kubernetes-client)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "moe/common/status_macros.h"
 #include "server/api/bearer_token_auth.h"
 #include "server/api/grpc_server.h"
 #include "server/api/model_registry.h"
@@ -28,6 +29,7 @@
 #include "server/metrics/server_metrics.h"
 #include "server/openmp_wait_policy.h"
 #include "server/scheduler/batch_scheduler.h"
+#include "server/scheduler/generation_scheduler.h"
 #include "server/shutdown_signal.h"
 
 ABSL_FLAG(std::string, address, "0.0.0.0:8001",
@@ -102,6 +104,18 @@ ABSL_FLAG(absl::Duration, grpc_max_connection_age_grace, absl::Seconds(30),
 ABSL_FLAG(int, grpc_max_concurrent_streams, 100,
           "Calls in flight per connection (HTTP/2 streams); a client's further calls wait in "
           "the client.");
+ABSL_FLAG(uint64_t, kv_cache_bytes, uint64_t{1} << 30,
+          "Language models: bytes of the KV-cache pool (per model), cut into blocks of "
+          "--kv-block-tokens tokens. It bounds how many tokens all running sequences hold.");
+ABSL_FLAG(int64_t, kv_block_tokens, 16, "Language models: tokens per KV-cache block.");
+ABSL_FLAG(int64_t, max_model_len, 0,
+          "Language models: most tokens (prompt plus generated) per sequence; 0 = the model's "
+          "context (max_position_embeddings).");
+ABSL_FLAG(int64_t, max_running_sequences, 256,
+          "Language models: most sequences generating at once (they share every forward pass).");
+ABSL_FLAG(std::string, generation_batching, "continuous",
+          "Language models: 'continuous' (iteration-level: sequences join and leave at every "
+          "step) or 'static' (a batch runs until all its sequences finish; for comparison).");
 ABSL_FLAG(std::string, log_level, "info",
           "Least severe log level written: debug, info, "
           "warning or error.");
@@ -147,8 +161,51 @@ const std::vector<FlagUsage> kFlagUsage = {
     {"grpc_max_connection_age", "DURATION"},
     {"grpc_max_connection_age_grace", "DURATION"},
     {"grpc_max_concurrent_streams", "N"},
+    {"kv_cache_bytes", "BYTES"},
+    {"kv_block_tokens", "N"},
+    {"max_model_len", "N"},
+    {"max_running_sequences", "N"},
+    {"generation_batching", "continuous|static"},
     {"log_level", "LEVEL"},
 };
+
+// The language models' scheduling flags; --max-batch-tokens and --max-queue are shared with
+// the tensor scheduler.
+absl::StatusOr<engine::LoadedModel> LoadBuiltin(engine::MoEBackend& backend) {
+  engine::LoadedModel loaded;
+  MOE_ASSIGN_OR_RETURN(loaded.servable, engine::LoadBuiltinModel(backend));
+  return loaded;
+}
+
+absl::StatusOr<scheduler::GenerationOptions> GenerationOptionsFromFlags(
+    const scheduler::SchedulerOptions& tensor) {
+  scheduler::GenerationOptions options;
+  options.max_batch_tokens = tensor.max_batch_rows;
+  options.max_queue_requests = tensor.max_queue_requests;
+  options.max_running_sequences = absl::GetFlag(FLAGS_max_running_sequences);
+  options.max_model_len = absl::GetFlag(FLAGS_max_model_len);
+  options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  options.kv_block_tokens = absl::GetFlag(FLAGS_kv_block_tokens);
+  const std::string batching = absl::GetFlag(FLAGS_generation_batching);
+  if (batching != "continuous" && batching != "static") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--generation-batching must be 'continuous' or 'static', got '", batching, "'"));
+  }
+  options.static_batching = batching == "static";
+  if (options.max_running_sequences < 1) {
+    return absl::InvalidArgumentError("--max-running-sequences must be at least 1");
+  }
+  if (options.max_model_len < 0) {
+    return absl::InvalidArgumentError("--max-model-len must not be negative (0: the model's)");
+  }
+  if (options.kv_block_tokens < 1 || options.kv_block_tokens > 1024) {
+    return absl::InvalidArgumentError("--kv-block-tokens must be between 1 and 1024");
+  }
+  if (options.kv_cache_bytes == 0) {
+    return absl::InvalidArgumentError("--kv-cache-bytes must be more than 0");
+  }
+  return options;
+}
 
 struct ModelSpec {
   std::string name;
@@ -364,6 +421,9 @@ int Run(int argc, char** argv) {
   if (drain_timeout < absl::ZeroDuration()) {
     return Fail(absl::InvalidArgumentError("--drain-timeout must not be negative"), 2);
   }
+  absl::StatusOr<scheduler::GenerationOptions> generation_options =
+      GenerationOptionsFromFlags(scheduler_options);
+  if (!generation_options.ok()) return Fail(generation_options.status(), 2);
 
   const api::GrpcConnectionOptions connection_options{
       .keepalive_time = absl::GetFlag(FLAGS_grpc_keepalive_time),
@@ -449,9 +509,9 @@ int Run(int argc, char** argv) {
   for (const ModelSpec& spec : specs) {
     if (shutdown.received()) break;
     const absl::Time load_start = absl::Now();
-    absl::StatusOr<std::unique_ptr<engine::ServableModel>> model =
-        spec.dir.empty() ? engine::LoadBuiltinModel(**backend)
-                         : engine::LoadModelFromDirectory(spec.name, spec.dir, **backend);
+    absl::StatusOr<engine::LoadedModel> model =
+        spec.dir.empty() ? LoadBuiltin(**backend)
+                         : engine::LoadModel(spec.name, spec.dir, **backend);
     if (!model.ok()) {
       return Fail(absl::Status(model.status().code(),
                                absl::StrCat("cannot load model '", spec.name, "' from ",
@@ -459,7 +519,7 @@ int Run(int argc, char** argv) {
                                             model.status().message())),
                   1);
     }
-    const engine::ModelDescription description = (*model)->description();
+    const engine::ModelDescription description = model->servable->description();
     metrics::ModelMetrics* model_metrics = nullptr;
     if (server_metrics != nullptr) {
       model_metrics = server_metrics->ForModel(spec.name);
@@ -468,9 +528,33 @@ int Run(int argc, char** argv) {
       if (!described.ok()) return Fail(described, 1);
     }
     absl::StatusOr<std::unique_ptr<scheduler::BatchScheduler>> scheduler =
-        scheduler::BatchScheduler::Create(std::move(*model), scheduler_options, model_metrics);
+        scheduler::BatchScheduler::Create(std::move(model->servable), scheduler_options,
+                                          model_metrics);
     if (!scheduler.ok()) return Fail(scheduler.status(), 1);
-    if (absl::Status loaded = registry.SetLoaded(spec.name, std::move(*scheduler)); !loaded.ok()) {
+    std::unique_ptr<scheduler::GenerationScheduler> generator;
+    if (model->decoder != nullptr) {
+      if (model_metrics != nullptr) model_metrics->EnableGeneration();
+      scheduler::GenerationOptions options = *generation_options;
+      options.model_name = spec.name;
+      absl::StatusOr<std::unique_ptr<scheduler::GenerationScheduler>> created =
+          scheduler::GenerationScheduler::Create(std::move(model->decoder), options, model_metrics);
+      if (!created.ok()) {
+        return Fail(
+            absl::Status(created.status().code(),
+                         absl::StrCat("model '", spec.name, "': ", created.status().message())),
+            1);
+      }
+      generator = std::move(*created);
+      common::LogInfo("generation",
+                      {{"model", spec.name},
+                       {"batching", options.static_batching ? "static" : "continuous"},
+                       {"max_model_len", absl::StrCat(generator->max_model_len())},
+                       {"kv_cache_blocks", absl::StrCat(generator->kv_total_blocks())},
+                       {"kv_block_tokens", absl::StrCat(options.kv_block_tokens)}});
+    }
+    if (absl::Status loaded =
+            registry.SetLoaded(spec.name, std::move(*scheduler), std::move(generator));
+        !loaded.ok()) {
       return Fail(loaded, 1);
     }
     common::LogInfo("model ready",
@@ -479,7 +563,8 @@ int Run(int argc, char** argv) {
                      {"source", spec.dir.empty() ? std::string("built-in") : spec.dir},
                      {"backend", description.backend},
                      {"device", description.device},
-                     {"tensor_inference", description.tensor_servable ? "yes" : "no"}});
+                     {"tensor_inference", description.tensor_servable ? "yes" : "no"},
+                     {"generation", registry.GeneratorOf(spec.name) != nullptr ? "yes" : "no"}});
   }
 
   if (!shutdown.received()) {

@@ -1,5 +1,6 @@
 // moe-make-synthetic: writes a MoEMLP model directory (config.json + model.safetensors, the
-// layout of docs/moe_mlp_format.md) with random weights of any size, for benchmarks and tests.
+// layout of docs/moe_mlp_format.md), or with --kind=mixtral a Mixtral-shaped decoder checkpoint
+// (tools/synthetic_mixtral.h), with random weights of any size, for benchmarks and tests.
 // Weights are drawn from N(0, 1/fan_in) so activations keep their scale through the blocks.
 #include <algorithm>
 #include <cmath>
@@ -24,10 +25,18 @@
 #include "absl/strings/str_cat.h"
 #include "moe/common/status_macros.h"
 #include "moe/kernels/dtype.h"
+#include "server/model/model_config.h"
 #include "server/model/moe_mlp_config.h"
 #include "server/model/moe_mlp_weights.h"
 #include "server/model/safetensors_writer.h"
+#include "tools/synthetic_mixtral.h"
 
+ABSL_FLAG(std::string, kind, "moe_mlp",
+          "What to write: moe_mlp (a MoEMLP network) or mixtral (a decoder language model)");
+ABSL_FLAG(int64_t, heads, 16, "mixtral: attention heads");
+ABSL_FLAG(int64_t, kv_heads, 4, "mixtral: key/value heads");
+ABSL_FLAG(int64_t, vocab, 32000, "mixtral: vocabulary size");
+ABSL_FLAG(int64_t, context, 4096, "mixtral: max_position_embeddings");
 ABSL_FLAG(std::string, out, "",
           "Directory to write config.json and model.safetensors to (created)");
 ABSL_FLAG(int64_t, input_dim, 1024, "Features per input row");
@@ -35,7 +44,7 @@ ABSL_FLAG(int64_t, hidden, 1024, "Hidden size d");
 ABSL_FLAG(int64_t, ffn, 2816, "Expert FFN width f");
 ABSL_FLAG(int64_t, experts, 8, "Experts per block");
 ABSL_FLAG(int64_t, top_k, 2, "Experts per row");
-ABSL_FLAG(int64_t, blocks, 2, "MoE blocks");
+ABSL_FLAG(int64_t, blocks, 2, "MoE blocks (mixtral: decoder layers)");
 ABSL_FLAG(int64_t, output_dim, 1024, "Values per output row");
 ABSL_FLAG(std::string, activation, "swiglu", "Expert activation: relu, gelu or swiglu");
 ABSL_FLAG(std::string, router, "softmax", "Router scoring: softmax or sigmoid");
@@ -54,7 +63,8 @@ constexpr char kUsage[] =
     "moe-make-synthetic: writes a MoEMLP model directory (config.json + model.safetensors, see\n"
     "docs/moe_mlp_format.md) with random weights, for benchmarks and tests.\n"
     "\n"
-    "  moe-make-synthetic --out DIR [--input-dim N] [--hidden N] [--ffn N] [--experts N]\n"
+    "  moe-make-synthetic --out DIR [--kind moe_mlp|mixtral] [--input-dim N] [--hidden N] [--ffn "
+    "N] [--experts N]\n"
     "                     [--top-k N] [--blocks N] [--output-dim N] [--activation "
     "relu|gelu|swiglu]\n"
     "                     [--router softmax|sigmoid] [--[no]normalize-top-k] [--dtype "
@@ -63,6 +73,11 @@ constexpr char kUsage[] =
     "\n"
     "Flags (dashes and underscores are interchangeable):\n"
     "  --out=DIR             directory to write (created); required\n"
+    "  --kind=NAME           moe_mlp (default) or mixtral: a Mixtral-shaped decoder language\n"
+    "                        model (Hugging Face layout) that moe-server generates from; it\n"
+    "                        uses --hidden, --ffn, --experts, --top-k, --blocks (layers),\n"
+    "                        --dtype, --seed and --heads, --kv-heads, --vocab, --context\n"
+    "  --heads=N, --kv-heads=N, --vocab=N, --context=N   mixtral only (16, 4, 32000, 4096)\n"
     "  --input-dim=N         features per input row (default 1024)\n"
     "  --hidden=N            hidden size d (default 1024)\n"
     "  --ffn=N               expert FFN width f (default 2816)\n"
@@ -235,6 +250,43 @@ absl::Status WriteText(const std::string& path, const std::string& text) {
   return absl::OkStatus();
 }
 
+// --kind=mixtral: the decoder checkpoint, checked by the loader's own config parser.
+int WriteMixtral(const fs::path& dir, DType dtype, uint64_t seed) {
+  SyntheticMixtralShape shape;
+  shape.vocab_size = absl::GetFlag(FLAGS_vocab);
+  shape.hidden_size = absl::GetFlag(FLAGS_hidden);
+  shape.intermediate_size = absl::GetFlag(FLAGS_ffn);
+  shape.num_layers = absl::GetFlag(FLAGS_blocks);
+  shape.num_heads = absl::GetFlag(FLAGS_heads);
+  shape.num_kv_heads = absl::GetFlag(FLAGS_kv_heads);
+  shape.num_experts = absl::GetFlag(FLAGS_experts);
+  shape.top_k = absl::GetFlag(FLAGS_top_k);
+  shape.max_position_embeddings = absl::GetFlag(FLAGS_context);
+  shape.dtype = dtype;
+  shape.seed = seed;
+  const std::string config_path = (dir / "config.json").string();
+  const std::string text = SyntheticMixtralConfigJson(shape);
+  if (absl::StatusOr<model::ModelConfig> parsed = model::ParseModelConfig(text, "flags");
+      !parsed.ok()) {
+    std::cerr << "moe-make-synthetic: " << parsed.status().message() << "\n";
+    return kExitFailure;
+  }
+  const std::string weights_path = (dir / "model.safetensors").string();
+  absl::Status status = WriteSyntheticMixtralWeights(weights_path, shape);
+  if (status.ok()) status = WriteText(config_path, text);
+  if (!status.ok()) {
+    std::cerr << "moe-make-synthetic: " << status.message() << "\n";
+    return kExitFailure;
+  }
+  std::error_code error;
+  std::cout << "wrote " << dir.string() << ": Mixtral-shaped decoder, " << shape.num_layers
+            << " layers of " << shape.num_experts << " experts (top-" << shape.top_k
+            << ", d=" << shape.hidden_size << ", f=" << shape.intermediate_size
+            << ", vocab=" << shape.vocab_size << "), " << fs::file_size(weights_path, error)
+            << " bytes of weights\n";
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   std::vector<std::string> args = NormaliseArgs(argc, argv);
   if (WantsHelp(args)) {
@@ -253,6 +305,11 @@ int Main(int argc, char** argv) {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
     std::cerr << "moe-make-synthetic: --out=DIR is required (--help)\n";
+    return kExitFailure;
+  }
+  const std::string kind = absl::GetFlag(FLAGS_kind);
+  if (kind != "moe_mlp" && kind != "mixtral") {
+    std::cerr << "moe-make-synthetic: --kind='" << kind << "': expected moe_mlp or mixtral\n";
     return kExitFailure;
   }
   absl::StatusOr<model::MoEMLPConfig> config = ConfigFromFlags();
@@ -283,6 +340,7 @@ int Main(int argc, char** argv) {
     return kExitFailure;
   }
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  if (kind == "mixtral") return WriteMixtral(dir, *dtype, seed);
   if (absl::Status status = WriteWeights(weights_path, *config, *dtype, seed); !status.ok()) {
     std::cerr << "moe-make-synthetic: " << status.message() << "\n";
     return kExitFailure;

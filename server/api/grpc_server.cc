@@ -81,7 +81,7 @@ absl::Status ValidateConnectionOptions(const GrpcConnectionOptions& options) {
 GrpcServer::GrpcServer(ModelRegistry* registry, const GrpcServerOptions& options)
     : registry_(registry),
       kserve_service_(registry, {.server_version = options.server_version}, options.metrics),
-      moe_service_(registry) {}
+      moe_service_(registry, options.metrics) {}
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options,
                                                               ModelRegistry* registry) {

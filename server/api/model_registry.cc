@@ -17,14 +17,35 @@ absl::Status ModelRegistry::Declare(const std::string& name) {
 }
 
 absl::Status ModelRegistry::SetLoaded(const std::string& name,
-                                      std::unique_ptr<scheduler::BatchScheduler> scheduler) {
+                                      std::unique_ptr<scheduler::BatchScheduler> scheduler,
+                                      std::unique_ptr<scheduler::GenerationScheduler> generator) {
   absl::MutexLock lock(&mu_);
   auto it = models_.find(name);
   if (it == models_.end()) {
     return absl::NotFoundError(absl::StrCat("model '", name, "' was not declared"));
   }
+  if (generator != nullptr) generators_[name] = std::move(generator);
   it->second = std::move(scheduler);
   return absl::OkStatus();
+}
+
+absl::StatusOr<scheduler::GenerationScheduler*> ModelRegistry::FindGenerator(
+    const std::string& name) const {
+  absl::StatusOr<scheduler::BatchScheduler*> loaded = FindReady(name);
+  if (!loaded.ok()) return loaded.status();
+  scheduler::GenerationScheduler* generator = GeneratorOf(name);
+  if (generator == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model '", name, "' (", (*loaded)->model().architecture,
+                     ") is not a language model and does not generate; use ModelInfer"));
+  }
+  return generator;
+}
+
+scheduler::GenerationScheduler* ModelRegistry::GeneratorOf(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = generators_.find(name);
+  return it == generators_.end() ? nullptr : it->second.get();
 }
 
 absl::StatusOr<scheduler::BatchScheduler*> ModelRegistry::FindLoaded(
@@ -84,16 +105,19 @@ void ModelRegistry::BeginDrain() {
   for (auto& [name, scheduler] : models_) {
     if (scheduler != nullptr) scheduler->BeginDrain();
   }
+  for (auto& [name, generator] : generators_) generator->BeginDrain();
 }
 
 bool ModelRegistry::FinishDrain(absl::Duration timeout) {
   std::vector<scheduler::BatchScheduler*> schedulers;
+  std::vector<scheduler::GenerationScheduler*> generators;
   {
     absl::MutexLock lock(&mu_);
     draining_ = true;
     for (auto& [name, scheduler] : models_) {
       if (scheduler != nullptr) schedulers.push_back(scheduler.get());
     }
+    for (auto& [name, generator] : generators_) generators.push_back(generator.get());
   }
   // Models drain one after another against one overall deadline; their threads keep working in
   // parallel meanwhile, so waiting in turn costs nothing.
@@ -102,8 +126,12 @@ bool ModelRegistry::FinishDrain(absl::Duration timeout) {
   for (scheduler::BatchScheduler* scheduler : schedulers) {
     scheduler->BeginDrain();
   }
+  for (scheduler::GenerationScheduler* generator : generators) generator->BeginDrain();
   for (scheduler::BatchScheduler* scheduler : schedulers) {
     clean = scheduler->FinishDrain(std::max(deadline - absl::Now(), absl::ZeroDuration())) && clean;
+  }
+  for (scheduler::GenerationScheduler* generator : generators) {
+    clean = generator->FinishDrain(std::max(deadline - absl::Now(), absl::ZeroDuration())) && clean;
   }
   return clean;
 }

@@ -1,5 +1,6 @@
 // The models this process serves, by name: declared at start-up (loading), then ready with
-// their batch scheduler. Readiness and drain state live here so every service agrees on them.
+// their batch scheduler (tensor requests and metadata) and, for decoder language models, their
+// generation scheduler. Readiness and drain state live here so every service agrees on them.
 #pragma once
 
 #include <map>
@@ -12,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/scheduler/batch_scheduler.h"
+#include "server/scheduler/generation_scheduler.h"
 
 namespace moe::api {
 
@@ -23,9 +25,10 @@ class ModelRegistry {
 
   // Announces a model that is still loading (listed, not ready). ALREADY_EXISTS on a repeat.
   absl::Status Declare(const std::string& name);
-  // Makes a declared model ready.
+  // Makes a declared model ready. `generator` is set for decoder language models.
   absl::Status SetLoaded(const std::string& name,
-                         std::unique_ptr<scheduler::BatchScheduler> scheduler);
+                         std::unique_ptr<scheduler::BatchScheduler> scheduler,
+                         std::unique_ptr<scheduler::GenerationScheduler> generator = nullptr);
 
   // The scheduler of a ready model. NOT_FOUND for a name this server does not serve (listing
   // the ones it does), UNAVAILABLE while that model loads or the server drains.
@@ -33,6 +36,12 @@ class ModelRegistry {
   // A loaded model's scheduler whatever the drain state (metadata is served while draining);
   // NOT_FOUND / UNAVAILABLE as above.
   absl::StatusOr<scheduler::BatchScheduler*> FindLoaded(const std::string& name) const;
+
+  // The generation scheduler of a ready decoder model: NOT_FOUND / UNAVAILABLE as FindReady,
+  // FAILED_PRECONDITION for a model that does not generate.
+  absl::StatusOr<scheduler::GenerationScheduler*> FindGenerator(const std::string& name) const;
+  // The generation scheduler of a loaded model, or null (loading, unknown, or not a decoder).
+  scheduler::GenerationScheduler* GeneratorOf(const std::string& name) const;
 
   bool IsReady(const std::string& name) const;
   // Every declared model loaded and not draining.
@@ -50,6 +59,9 @@ class ModelRegistry {
   mutable absl::Mutex mu_;
   // nullptr while loading.
   std::map<std::string, std::unique_ptr<scheduler::BatchScheduler>> models_ ABSL_GUARDED_BY(mu_);
+  // Decoder language models only.
+  std::map<std::string, std::unique_ptr<scheduler::GenerationScheduler>> generators_
+      ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
 };
 

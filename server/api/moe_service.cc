@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "server/api/generate_call.h"
 #include "server/api/grpc_status.h"
 
 namespace moe::api {
@@ -35,6 +36,15 @@ void FillModelInfo(const ModelRegistry& registry, const std::string& name,
   info->set_output_name(model.output_name);
   info->set_output_width(model.output_width);
   for (const std::string& label : model.output_labels) info->add_output_labels(label);
+  if (const scheduler::GenerationScheduler* generator = registry.GeneratorOf(name);
+      generator != nullptr) {
+    info->set_generates(true);
+    info->set_vocab_size(generator->model().spec().vocab_size);
+    info->set_max_model_len(generator->max_model_len());
+    for (int64_t id : generator->model().spec().eos_token_ids) {
+      info->add_eos_token_ids(static_cast<int32_t>(id));
+    }
+  }
 }
 
 }  // namespace
@@ -62,6 +72,11 @@ grpc::ServerUnaryReactor* MoEService::GetModelInfo(grpc::CallbackServerContext* 
   FillModelInfo(*registry_, request->name(), response);
   reactor->Finish(grpc::Status::OK);
   return reactor;
+}
+
+grpc::ServerWriteReactor<moe::v1::GenerateResponse>* MoEService::Generate(
+    grpc::CallbackServerContext* context, const moe::v1::GenerateRequest* request) {
+  return StartGenerateCall(context, request, registry_, metrics_);
 }
 
 }  // namespace moe::api

@@ -84,8 +84,8 @@ class LoadLogger {
   model::LoadProgress last_;
 };
 
-// A decoder language model: its MoE layers were loaded and checked, but without generation
-// there is nothing the tensor API can run, so the model describes itself and refuses Run.
+// A decoder language model as the tensor API sees it: described, and refusing Run (language
+// models generate; the DecoderModel beside it does that).
 class DecoderLanguageModel final : public ServableModel {
  public:
   explicit DecoderLanguageModel(ModelDescription description)
@@ -130,8 +130,8 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadDecoderLanguageModel(
   if (!parsed.ok()) return WithMoEMLPHint(parsed.status());
   const model::ModelConfig& config = *parsed;
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<model::Checkpoint> checkpoint, model::Checkpoint::Open(dir));
-  // Reading every MoE layer checks the checkpoint against the config now rather than when
-  // generation arrives; the packed copies are not kept, as nothing can run them yet.
+  // Reading every MoE layer checks the checkpoint against the config; the packed copies are
+  // not kept: this path describes the model only (LoadModel loads it to generate).
   MOE_ASSIGN_OR_RETURN(std::vector<model::MoELayerWeights> layers,
                        model::LoadMoELayers(*checkpoint, config, logger.Callback()));
 
@@ -142,8 +142,8 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadDecoderLanguageModel(
   d.tensor_servable = false;
   d.not_servable_reason = absl::StrCat(
       "model '", name, "' is a decoder language model (", config.architecture,
-      "); tensor inference is not offered for language models, and generation is not available "
-      "yet");
+      "): it generates through moe.v1.MoEService/Generate; tensor inference (ModelInfer) is not "
+      "offered for language models");
   d.hidden_size = config.hidden_size;
   d.num_moe_layers = static_cast<int64_t>(layers.size());
   d.num_layers = config.num_layers;
@@ -173,9 +173,16 @@ std::string HuggingFaceFamilies(const std::string& config_text, const std::strin
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ServableModel>> LoadModelFromDirectory(const std::string& name,
-                                                                      const std::string& dir,
-                                                                      MoEBackend& backend) {
+namespace {
+
+// A model directory's config.json, read and identified.
+struct ModelDirectory {
+  std::string config_path;
+  std::string config_text;
+  model::ConfigIdentity identity;
+};
+
+absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& dir) {
   std::error_code error;
   const fs::file_status status = fs::status(dir, error);
   if (status.type() == fs::file_type::not_found) {
@@ -187,41 +194,119 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadModelFromDirectory(const std:
                      "' is not a directory; give the folder holding config.json and the "
                      "weights"));
   }
-  const std::string config_path = (fs::path(dir) / "config.json").string();
-  absl::StatusOr<std::string> text = model::ReadConfigFile(config_path);
+  ModelDirectory directory;
+  directory.config_path = (fs::path(dir) / "config.json").string();
+  absl::StatusOr<std::string> text = model::ReadConfigFile(directory.config_path);
   if (absl::IsNotFound(text.status())) {
     return absl::NotFoundError(absl::StrCat(
         "model directory '", dir, "' has no config.json; a model directory holds config.json (",
         kMoEMLPHint, ", or a Hugging Face MoE decoder's) and the safetensors weights"));
   }
   if (!text.ok()) return text.status();
-  MOE_ASSIGN_OR_RETURN(const model::ConfigIdentity identity,
-                       model::IdentifyConfig(*text, config_path));
+  directory.config_text = std::move(*text);
+  MOE_ASSIGN_OR_RETURN(directory.identity,
+                       model::IdentifyConfig(directory.config_text, directory.config_path));
+  return directory;
+}
 
-  LoadLogger logger(name, dir);
-  switch (identity.kind) {
-    case model::ConfigIdentity::Kind::kMoEMLP: {
-      MOE_ASSIGN_OR_RETURN(const model::MoEMLPConfig config,
-                           model::ParseMoEMLPConfig(*text, config_path));
-      MOE_ASSIGN_OR_RETURN(std::unique_ptr<model::Checkpoint> checkpoint,
-                           model::Checkpoint::Open(dir));
-      return LoadMoEMLP(name, config, *checkpoint, backend, logger);
-    }
-    case model::ConfigIdentity::Kind::kHuggingFace:
-      return LoadDecoderLanguageModel(name, dir, *text, config_path, backend, logger);
-    case model::ConfigIdentity::Kind::kUnknown:
-      break;
-  }
-  // Neither kind: say what is supported.
-  const std::string families = HuggingFaceFamilies(*text, config_path);
+// Neither kind: say what is supported.
+absl::Status UnsupportedConfig(const ModelDirectory& directory) {
+  const std::string families = HuggingFaceFamilies(directory.config_text, directory.config_path);
+  const std::string& architecture = directory.identity.architecture;
   return absl::InvalidArgumentError(absl::StrCat(
-      config_path, ": ",
-      identity.architecture.empty()
+      directory.config_path, ": ",
+      architecture.empty()
           ? std::string("names no architecture (no \"architecture\" nor \"architectures\")")
-          : absl::StrCat("architecture ", model::Quote(identity.architecture), " is not supported"),
+          : absl::StrCat("architecture ", model::Quote(architecture), " is not supported"),
       ". Supported: ", kMoEMLPHint, ", or a Hugging Face config whose \"architectures\" lists ",
       families.empty() ? std::string("a supported MoE decoder")
                        : absl::StrCat("one of ", families)));
+}
+
+absl::StatusOr<std::unique_ptr<ServableModel>> LoadMoEMLPDirectory(const std::string& name,
+                                                                   const std::string& dir,
+                                                                   const ModelDirectory& directory,
+                                                                   MoEBackend& backend,
+                                                                   LoadLogger& logger) {
+  MOE_ASSIGN_OR_RETURN(const model::MoEMLPConfig config,
+                       model::ParseMoEMLPConfig(directory.config_text, directory.config_path));
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<model::Checkpoint> checkpoint, model::Checkpoint::Open(dir));
+  return LoadMoEMLP(name, config, *checkpoint, backend, logger);
+}
+
+// A decoder loaded whole, and the description-only ServableModel that stands for it.
+absl::StatusOr<LoadedModel> LoadGeneratingDecoder(const std::string& name, const std::string& dir,
+                                                  const ModelDirectory& directory,
+                                                  MoEBackend& backend, LoadLogger& logger) {
+  // The parser's errors first, with the MoEMLP hint where they list what is supported.
+  absl::StatusOr<model::ModelConfig> parsed =
+      model::ParseModelConfig(directory.config_text, directory.config_path);
+  if (!parsed.ok()) return WithMoEMLPHint(parsed.status());
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<DecoderModel> decoder, DecoderModel::Load(dir, &backend));
+  const DecoderSpec& spec = decoder->spec();
+  ModelDescription d;
+  d.name = name;
+  d.architecture = spec.architecture;
+  d.family = spec.family;
+  d.tensor_servable = false;
+  d.not_servable_reason = absl::StrCat(
+      "model '", name, "' is a decoder language model (", spec.architecture,
+      "): it generates through moe.v1.MoEService/Generate; tensor inference (ModelInfer) is not "
+      "offered for language models");
+  d.hidden_size = spec.hidden_size;
+  d.num_moe_layers = spec.num_moe_layers;
+  d.num_layers = spec.num_layers;
+  d.num_experts = spec.num_experts;
+  d.top_k = spec.top_k;
+  d.expert_ffn_size = spec.expert_ffn_size;
+  d.activation = kernels::ActivationName(kernels::Activation::kSwiGLU);
+  d.weight_dtype = spec.weight_dtype;
+  d.backend = spec.backend;
+  d.device = spec.device;
+  d.weight_bytes = spec.weight_bytes;
+  LoadedModel loaded;
+  loaded.servable = std::make_unique<DecoderLanguageModel>(std::move(d));
+  loaded.decoder = std::move(decoder);
+  logger.Loaded(loaded.servable->description());
+  return loaded;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServableModel>> LoadModelFromDirectory(const std::string& name,
+                                                                      const std::string& dir,
+                                                                      MoEBackend& backend) {
+  MOE_ASSIGN_OR_RETURN(const ModelDirectory directory, ReadModelDirectory(dir));
+  LoadLogger logger(name, dir);
+  switch (directory.identity.kind) {
+    case model::ConfigIdentity::Kind::kMoEMLP:
+      return LoadMoEMLPDirectory(name, dir, directory, backend, logger);
+    case model::ConfigIdentity::Kind::kHuggingFace:
+      return LoadDecoderLanguageModel(name, dir, directory.config_text, directory.config_path,
+                                      backend, logger);
+    case model::ConfigIdentity::Kind::kUnknown:
+      break;
+  }
+  return UnsupportedConfig(directory);
+}
+
+absl::StatusOr<LoadedModel> LoadModel(const std::string& name, const std::string& dir,
+                                      MoEBackend& backend) {
+  MOE_ASSIGN_OR_RETURN(const ModelDirectory directory, ReadModelDirectory(dir));
+  LoadLogger logger(name, dir);
+  switch (directory.identity.kind) {
+    case model::ConfigIdentity::Kind::kMoEMLP: {
+      LoadedModel loaded;
+      MOE_ASSIGN_OR_RETURN(loaded.servable,
+                           LoadMoEMLPDirectory(name, dir, directory, backend, logger));
+      return loaded;
+    }
+    case model::ConfigIdentity::Kind::kHuggingFace:
+      return LoadGeneratingDecoder(name, dir, directory, backend, logger);
+    case model::ConfigIdentity::Kind::kUnknown:
+      break;
+  }
+  return UnsupportedConfig(directory);
 }
 
 absl::StatusOr<std::unique_ptr<ServableModel>> LoadBuiltinModel(MoEBackend& backend) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/engine/decoder/decoder_model.h"
 #include "server/engine/moe_backend.h"
 #include "server/engine/servable_model.h"
 
@@ -24,6 +25,20 @@ inline constexpr char kBuiltinModelName[] = "digits";
 absl::StatusOr<std::unique_ptr<ServableModel>> LoadModelFromDirectory(const std::string& name,
                                                                       const std::string& dir,
                                                                       MoEBackend& backend);
+
+// What a model directory gives: always a ServableModel (the description, and tensor inference
+// where the model takes tensors); for a decoder language model also the DecoderModel that
+// generates, whose ServableModel only describes it (Run is FAILED_PRECONDITION pointing at
+// Generate).
+struct LoadedModel {
+  std::unique_ptr<ServableModel> servable;
+  std::unique_ptr<DecoderModel> decoder;  // null unless a decoder language model
+};
+
+// As LoadModelFromDirectory, but a decoder language model is loaded whole (attention, norms,
+// embeddings and LM head too) and returned ready to generate.
+absl::StatusOr<LoadedModel> LoadModel(const std::string& name, const std::string& dir,
+                                      MoEBackend& backend);
 
 // The built-in MoEMLP model ("digits", a handwritten digit classifier trained by
 // tools/train_builtin_model.py), from the bytes embedded in the binary: needs no files.

@@ -60,6 +60,43 @@ ModelMetrics::ModelMetrics(std::string name, bool served, const MetricFamilies& 
   families_.batch_capacity->Add(labels).Set(static_cast<double>(options_.max_batch_rows));
 }
 
+void ModelMetrics::EnableGeneration() {
+  if (!served_ || time_to_first_token_ != nullptr) return;
+  const prometheus::Labels labels = {{"model", name_}};
+  time_to_first_token_ = &families_.time_to_first_token->Add(labels, LatencyBuckets());
+  inter_token_latency_ = &families_.inter_token_latency->Add(labels, LatencyBuckets());
+  generated_tokens_ = &families_.generated_tokens->Add(labels);
+  preemptions_ = &families_.preemptions->Add(labels);
+  kv_blocks_used_ = &families_.kv_blocks_used->Add(labels);
+  kv_blocks_total_ = &families_.kv_blocks_total->Add(labels);
+}
+
+void ModelMetrics::RecordFirstToken(absl::Duration since_arrival) {
+  if (time_to_first_token_ != nullptr) {
+    time_to_first_token_->Observe(absl::ToDoubleSeconds(since_arrival));
+  }
+}
+
+void ModelMetrics::RecordInterToken(absl::Duration since_previous) {
+  if (inter_token_latency_ != nullptr) {
+    inter_token_latency_->Observe(absl::ToDoubleSeconds(since_previous));
+  }
+}
+
+void ModelMetrics::RecordGeneratedTokens(int64_t tokens) {
+  if (generated_tokens_ != nullptr) generated_tokens_->Increment(static_cast<double>(tokens));
+}
+
+void ModelMetrics::RecordPreemption() {
+  if (preemptions_ != nullptr) preemptions_->Increment();
+}
+
+void ModelMetrics::SetKvCacheBlocks(int64_t used, int64_t total) {
+  if (kv_blocks_used_ == nullptr) return;
+  kv_blocks_used_->Set(static_cast<double>(used));
+  kv_blocks_total_->Set(static_cast<double>(total));
+}
+
 void ModelMetrics::RecordCall(absl::StatusCode code, absl::Duration latency) {
   const RequestOutcome outcome = OutcomeOf(code);
   outcomes_[static_cast<size_t>(outcome)]->Increment();

@@ -41,6 +41,13 @@ struct MetricFamilies {
   prometheus::Family<prometheus::Gauge>* model_info = nullptr;
   prometheus::Family<prometheus::Gauge>* load_duration = nullptr;
   prometheus::Family<prometheus::Gauge>* weight_bytes = nullptr;
+  // Generation (decoder language models only).
+  prometheus::Family<prometheus::Histogram>* time_to_first_token = nullptr;
+  prometheus::Family<prometheus::Histogram>* inter_token_latency = nullptr;
+  prometheus::Family<prometheus::Counter>* generated_tokens = nullptr;
+  prometheus::Family<prometheus::Counter>* preemptions = nullptr;
+  prometheus::Family<prometheus::Gauge>* kv_blocks_used = nullptr;
+  prometheus::Family<prometheus::Gauge>* kv_blocks_total = nullptr;
 };
 
 // What main knows once a model has loaded.
@@ -89,6 +96,16 @@ class ModelMetrics {
   // Whether the next forward pass should time its experts one by one (every Nth pass, N from
   // the sample rate). Called once per pass.
   bool SampleExpertTiming();
+  // A decoder language model: adds its generation series (time to first token, inter-token
+  // latency, generated tokens, preemptions, KV-cache blocks). Once, before the scheduler that
+  // records them starts.
+  void EnableGeneration();
+  // Generation (no effect before EnableGeneration).
+  void RecordFirstToken(absl::Duration since_arrival);
+  void RecordInterToken(absl::Duration since_previous);
+  void RecordGeneratedTokens(int64_t tokens);
+  void RecordPreemption();
+  void SetKvCacheBlocks(int64_t used, int64_t total);
 
   // --- main
   // The model has loaded: sets the info, load time and weight gauges and starts the expert
@@ -115,6 +132,12 @@ class ModelMetrics {
   prometheus::Counter* batches_ = nullptr;
   prometheus::Histogram* batch_rows_ = nullptr;
   prometheus::Histogram* batch_duration_ = nullptr;
+  prometheus::Histogram* time_to_first_token_ = nullptr;
+  prometheus::Histogram* inter_token_latency_ = nullptr;
+  prometheus::Counter* generated_tokens_ = nullptr;
+  prometheus::Counter* preemptions_ = nullptr;
+  prometheus::Gauge* kv_blocks_used_ = nullptr;
+  prometheus::Gauge* kv_blocks_total_ = nullptr;
 
   mutable absl::Mutex mu_;
   bool loaded_ ABSL_GUARDED_BY(mu_) = false;

@@ -151,6 +151,33 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
                         .Name("moe_model_weight_bytes")
                         .Help("Bytes of the model's weights as loaded.")
                         .Register(r);
+  f.time_to_first_token =
+      &prometheus::BuildHistogram()
+           .Name("moe_time_to_first_token_seconds")
+           .Help("Generation: arrival of a sequence to its first generated token.")
+           .Register(r);
+  f.inter_token_latency = &prometheus::BuildHistogram()
+                               .Name("moe_inter_token_latency_seconds")
+                               .Help("Generation: time between two tokens of one sequence.")
+                               .Register(r);
+  f.generated_tokens = &prometheus::BuildCounter()
+                            .Name("moe_generated_tokens_total")
+                            .Help("Generation: tokens generated.")
+                            .Register(r);
+  f.preemptions = &prometheus::BuildCounter()
+                       .Name("moe_preemptions_total")
+                       .Help(
+                           "Generation: sequences preempted (KV blocks freed, recomputed "
+                           "later) because the KV cache ran out.")
+                       .Register(r);
+  f.kv_blocks_used = &prometheus::BuildGauge()
+                          .Name("moe_kv_cache_blocks_used")
+                          .Help("Generation: KV-cache blocks held by sequences.")
+                          .Register(r);
+  f.kv_blocks_total = &prometheus::BuildGauge()
+                           .Name("moe_kv_cache_blocks_total")
+                           .Help("Generation: KV-cache blocks in the pool (--kv-cache-bytes).")
+                           .Register(r);
   prometheus::BuildGauge()
       .Name("moe_expert_timing_sample_ratio")
       .Help(

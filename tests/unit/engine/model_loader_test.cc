@@ -59,7 +59,7 @@ TEST_P(LanguageModelFixtureTest, LoadsDescribedButNotServable) {
   EXPECT_FALSE(d.tensor_servable);
   EXPECT_THAT(d.not_servable_reason,
               AllOf(HasSubstr("model 'lm' is a decoder language model (" + config.architecture),
-                    HasSubstr("generation is not available yet")));
+                    HasSubstr("it generates through moe.v1.MoEService/Generate")));
   EXPECT_EQ(d.hidden_size, config.hidden_size);
   EXPECT_EQ(d.num_layers, config.num_layers);
   EXPECT_EQ(d.num_moe_layers, static_cast<int64_t>(config.MoELayerIndices().size()));
@@ -79,7 +79,7 @@ TEST_P(LanguageModelFixtureTest, LoadsDescribedButNotServable) {
   std::vector<float> input(8, 0.0f), output(8);
   EXPECT_THAT(model->Run(input.data(), 1, {output.data()}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("generation is not available yet")));
+                       HasSubstr("it generates through moe.v1.MoEService/Generate")));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, LanguageModelFixtureTest,

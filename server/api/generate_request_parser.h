@@ -1,0 +1,32 @@
+// Checks a moe.v1.GenerateRequest against the model it names and turns it into what the
+// generation scheduler runs. Every refusal is INVALID_ARGUMENT with a message naming the field
+// and the value at fault. Nothing a client sends makes the server allocate beyond what the
+// model's context allows: the prompt and max_new_tokens are bounded by max_model_len before
+// anything is copied.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "moe/v1/moe_service.pb.h"
+#include "server/scheduler/generation_request.h"
+
+namespace moe::api {
+
+// What the request is checked against.
+struct GenerationLimits {
+  int64_t vocab_size = 0;
+  int64_t max_model_len = 0;          // prompt + generated
+  std::vector<int32_t> eos_token_ids;  // the model's end-of-sequence ids
+};
+
+inline constexpr int32_t kDefaultMaxNewTokens = 64;
+inline constexpr int kMaxStopTokenIds = 16;
+
+// The request as the scheduler takes it (sink unset). A missing seed is drawn here, at random.
+absl::StatusOr<std::unique_ptr<scheduler::GenerationRequest>> ParseGenerateRequest(
+    const moe::v1::GenerateRequest& request, const GenerationLimits& limits);
+
+}  // namespace moe::api

@@ -1,0 +1,277 @@
+// GenerationScheduler on a real decoder (the Mixtral reference checkpoint): admission limits,
+// static against continuous batching, preemption under a tiny KV cache, cancellation of waiting
+// and running sequences, drains, and every refusal at Submit.
+#include "server/scheduler/generation_scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "server/engine/decoder/decoder_model.h"
+#include "server/engine/moe_backend.h"
+#include "tests/testing/status_matchers.h"
+
+namespace moe::scheduler {
+namespace {
+
+constexpr char kFixture[] = MOE_SOURCE_DIR "/tests/fixtures/mixtral-tiny-bf16";
+
+// Collects one sequence's output; Wait() returns once it finished.
+class CollectingSink : public GenerationSink {
+ public:
+  void OnTokens(std::span<const int32_t> ids, std::span<const float>) override {
+    absl::MutexLock lock(&mu_);
+    if (tokens_.empty()) first_token_at_ = absl::Now();
+    tokens_.insert(tokens_.end(), ids.begin(), ids.end());
+    if (first_token_ != nullptr && !first_token_->HasBeenNotified()) first_token_->Notify();
+  }
+  void OnFinished(const absl::Status& status, const GenerationSummary& summary) override {
+    {
+      absl::MutexLock lock(&mu_);
+      status_ = status;
+      summary_ = summary;
+      finished_at_ = absl::Now();
+    }
+    done_.Notify();
+  }
+  void NotifyOnFirstToken(absl::Notification* n) { first_token_ = n; }
+  bool Wait(absl::Duration timeout = absl::Seconds(60)) {
+    return done_.WaitForNotificationWithTimeout(timeout);
+  }
+  absl::Status status() const {
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+  std::vector<int32_t> tokens() const {
+    absl::MutexLock lock(&mu_);
+    return tokens_;
+  }
+  GenerationSummary summary() const {
+    absl::MutexLock lock(&mu_);
+    return summary_;
+  }
+  absl::Time first_token_at() const {
+    absl::MutexLock lock(&mu_);
+    return first_token_at_;
+  }
+  absl::Time finished_at() const {
+    absl::MutexLock lock(&mu_);
+    return finished_at_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<int32_t> tokens_;
+  absl::Status status_;
+  GenerationSummary summary_;
+  absl::Time first_token_at_ = absl::InfiniteFuture();
+  absl::Time finished_at_ = absl::InfiniteFuture();
+  absl::Notification done_;
+  absl::Notification* first_token_ = nullptr;
+};
+
+class GenerationSchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { backend_ = engine::CreateCpuBackend(); }
+
+  std::unique_ptr<GenerationScheduler> Make(GenerationOptions options) {
+    absl::StatusOr<std::unique_ptr<engine::DecoderModel>> model =
+        engine::DecoderModel::Load(kFixture, backend_.get());
+    EXPECT_TRUE(model.ok()) << model.status();
+    if (!model.ok()) return nullptr;
+    if (options.kv_cache_bytes == 0) options.kv_cache_bytes = 1 << 22;
+    options.model_name = "mix";
+    absl::StatusOr<std::unique_ptr<GenerationScheduler>> scheduler =
+        GenerationScheduler::Create(std::move(*model), options);
+    EXPECT_TRUE(scheduler.ok()) << scheduler.status();
+    return scheduler.ok() ? std::move(*scheduler) : nullptr;
+  }
+
+  static std::unique_ptr<GenerationRequest> Request(CollectingSink* sink, int64_t max_new,
+                                                    std::vector<int32_t> prompt = {5, 6, 7}) {
+    auto request = std::make_unique<GenerationRequest>();
+    request->prompt = std::move(prompt);
+    request->max_new_tokens = max_new;
+    request->sink = sink;
+    return request;
+  }
+
+  std::unique_ptr<engine::MoEBackend> backend_;
+};
+
+TEST_F(GenerationSchedulerTest, GeneratesExactlyMaxNewTokensAndFreesEveryBlock) {
+  auto scheduler = Make({});
+  ASSERT_NE(scheduler, nullptr);
+  CollectingSink sink;
+  ASSERT_TRUE(scheduler->Submit(Request(&sink, 12)).ok());
+  ASSERT_TRUE(sink.Wait());
+  EXPECT_TRUE(sink.status().ok()) << sink.status();
+  EXPECT_EQ(sink.tokens().size(), 12u);
+  EXPECT_EQ(sink.summary().finish_reason, FinishReason::kLength);
+  EXPECT_EQ(sink.summary().completion_tokens, 12);
+  EXPECT_EQ(scheduler->kv_free_blocks(), scheduler->kv_total_blocks());
+  EXPECT_EQ(scheduler->stats().generated_tokens, 12);
+}
+
+TEST_F(GenerationSchedulerTest, SubmitRefusesWhatCanNeverRun) {
+  GenerationOptions options;
+  options.kv_cache_bytes = 8 * 8192;  // a few blocks of 16 tokens
+  options.max_model_len = 100;
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  CollectingSink sink;
+  EXPECT_THAT(scheduler->Submit(Request(&sink, 200)).status(),
+              testing::StatusIs(absl::StatusCode::kInvalidArgument));  // beyond max_model_len
+  const int64_t too_many = scheduler->kv_total_blocks() * 16;
+  if (too_many + 3 < 100) {
+    EXPECT_THAT(scheduler->Submit(Request(&sink, too_many)).status(),
+                testing::StatusIs(absl::StatusCode::kInvalidArgument));  // beyond the cache
+  }
+  EXPECT_THAT(scheduler->Submit(Request(&sink, 1, {})).status(),
+              testing::StatusIs(absl::StatusCode::kInvalidArgument));  // empty prompt
+}
+
+TEST_F(GenerationSchedulerTest, QueueFullIsResourceExhausted) {
+  GenerationOptions options;
+  options.max_queue_requests = 2;
+  options.max_running_sequences = 1;
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  std::vector<std::unique_ptr<CollectingSink>> sinks;
+  int refused = 0;
+  for (int i = 0; i < 20; ++i) {
+    sinks.push_back(std::make_unique<CollectingSink>());
+    absl::StatusOr<SequenceId> id = scheduler->Submit(Request(sinks.back().get(), 200));
+    if (!id.ok()) {
+      EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+      ++refused;
+      sinks.pop_back();
+    }
+  }
+  EXPECT_GT(refused, 0);
+  for (auto& sink : sinks) ASSERT_TRUE(sink->Wait());
+}
+
+TEST_F(GenerationSchedulerTest, StaticBatchingAdmitsNothingUntilTheBatchFinishes) {
+  GenerationOptions options;
+  options.static_batching = true;
+  options.max_running_sequences = 2;
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  CollectingSink a, b, c;
+  ASSERT_TRUE(scheduler->Submit(Request(&a, 60)).ok());
+  ASSERT_TRUE(scheduler->Submit(Request(&b, 5)).ok());
+  ASSERT_TRUE(scheduler->Submit(Request(&c, 5)).ok());
+  ASSERT_TRUE(a.Wait() && b.Wait() && c.Wait());
+  // c could only start once both a (60 tokens) and b had finished: the first batch's steps
+  // ran a and b together, so the largest step held 2 sequences, never 3 ...
+  EXPECT_EQ(scheduler->stats().max_step_sequences, 2);
+  // ... and c's first token came after a's last.
+  EXPECT_GE(c.first_token_at(), a.finished_at());
+  EXPECT_EQ(c.tokens().size(), 5u);
+}
+
+TEST_F(GenerationSchedulerTest, ContinuousBatchingAdmitsAsPlacesFree) {
+  GenerationOptions options;
+  options.max_running_sequences = 2;
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  CollectingSink a, b, c;
+  ASSERT_TRUE(scheduler->Submit(Request(&a, 200)).ok());
+  ASSERT_TRUE(scheduler->Submit(Request(&b, 5)).ok());
+  ASSERT_TRUE(scheduler->Submit(Request(&c, 5)).ok());
+  ASSERT_TRUE(a.Wait() && b.Wait() && c.Wait());
+  EXPECT_EQ(a.tokens().size(), 200u);
+  // c took b's place while a was still generating (c runs 10 steps behind b, a 200).
+  EXPECT_GE(c.first_token_at(), b.finished_at());
+  EXPECT_LT(c.finished_at(), a.finished_at());
+}
+
+TEST_F(GenerationSchedulerTest, TinyCachePreemptsAndEverySequenceStillFinishesIdentically) {
+  // Alone first, with plenty of cache.
+  std::vector<std::vector<int32_t>> alone;
+  {
+    auto scheduler = Make({});
+    ASSERT_NE(scheduler, nullptr);
+    for (int i = 0; i < 6; ++i) {
+      CollectingSink sink;
+      ASSERT_TRUE(scheduler->Submit(Request(&sink, 40, {static_cast<int32_t>(10 + i), 3})).ok());
+      ASSERT_TRUE(sink.Wait());
+      alone.push_back(sink.tokens());
+    }
+  }
+  GenerationOptions options;
+  options.kv_cache_bytes = 6 * 8192;  // 6 blocks of 16 tokens: 96 tokens for 6 x 42
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  ASSERT_EQ(scheduler->kv_total_blocks(), 6);
+  std::vector<std::unique_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 6; ++i) {
+    sinks.push_back(std::make_unique<CollectingSink>());
+    ASSERT_TRUE(
+        scheduler->Submit(Request(sinks.back().get(), 40, {static_cast<int32_t>(10 + i), 3}))
+            .ok());
+  }
+  int64_t preemptions = 0;
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(sinks[i]->Wait());
+    EXPECT_TRUE(sinks[i]->status().ok());
+    EXPECT_EQ(sinks[i]->tokens(), alone[i]) << "sequence " << i;
+    preemptions += sinks[i]->summary().preemptions;
+  }
+  EXPECT_GT(preemptions, 0);
+  EXPECT_EQ(scheduler->stats().preemptions, preemptions);
+  EXPECT_EQ(scheduler->kv_free_blocks(), 6);
+}
+
+TEST_F(GenerationSchedulerTest, CancelStopsWaitingAndRunningSequences) {
+  GenerationOptions options;
+  options.max_running_sequences = 1;
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  CollectingSink running, waiting;
+  absl::Notification started;
+  running.NotifyOnFirstToken(&started);
+  absl::StatusOr<SequenceId> running_id = scheduler->Submit(Request(&running, 400));
+  absl::StatusOr<SequenceId> waiting_id = scheduler->Submit(Request(&waiting, 400));
+  ASSERT_TRUE(running_id.ok() && waiting_id.ok());
+  started.WaitForNotification();
+  scheduler->Cancel(*waiting_id);  // finished at once, on this thread
+  ASSERT_TRUE(waiting.Wait(absl::ZeroDuration()));
+  EXPECT_EQ(waiting.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(waiting.tokens().empty());
+  scheduler->Cancel(*running_id);
+  ASSERT_TRUE(running.Wait());
+  EXPECT_EQ(running.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(running.tokens().size(), 400u);
+  EXPECT_EQ(scheduler->kv_free_blocks(), scheduler->kv_total_blocks());
+  scheduler->Cancel(*running_id);  // a finished sequence: nothing happens
+  EXPECT_EQ(scheduler->stats().cancelled, 2);
+}
+
+TEST_F(GenerationSchedulerTest, DrainFinishesWorkThenRefusesAndATimeoutAborts) {
+  auto scheduler = Make({});
+  ASSERT_NE(scheduler, nullptr);
+  CollectingSink quick;
+  ASSERT_TRUE(scheduler->Submit(Request(&quick, 4)).ok());
+  scheduler->BeginDrain();
+  CollectingSink late;
+  EXPECT_THAT(scheduler->Submit(Request(&late, 4)).status(),
+              testing::StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_TRUE(scheduler->FinishDrain(absl::Seconds(60)));
+  EXPECT_TRUE(quick.status().ok());
+
+  auto other = Make({});
+  ASSERT_NE(other, nullptr);
+  CollectingSink long_one;
+  ASSERT_TRUE(other->Submit(Request(&long_one, 500)).ok());
+  EXPECT_FALSE(other->FinishDrain(absl::ZeroDuration()));
+  ASSERT_TRUE(long_one.Wait());
+  EXPECT_EQ(long_one.status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace moe::scheduler

@@ -16,6 +16,9 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   prometheus-cpp-dev
+  # SentencePiece: text in and out of Generate for checkpoints with a tokenizer.model; the
+  # command-line tools (spm_train, spm_encode, spm_decode) make and check the tests' tokenizer.
+  libsentencepiece-dev sentencepiece
   # OpenSSL: the server reads and checks TLS certificates and hashes bearer tokens with libssl-dev
   # (gRPC links it too); the TLS integration tests make their certificates with the openssl tool.
   libssl-dev openssl

@@ -31,6 +31,7 @@
 #include "server/scheduler/batch_scheduler.h"
 #include "server/scheduler/generation_scheduler.h"
 #include "server/shutdown_signal.h"
+#include "server/tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, address, "0.0.0.0:8001",
           "Where to listen for gRPC, HOST:PORT. Port 0 picks a free port (logged at start-up).");
@@ -532,7 +533,17 @@ int Run(int argc, char** argv) {
                                           model_metrics);
     if (!scheduler.ok()) return Fail(scheduler.status(), 1);
     std::unique_ptr<scheduler::GenerationScheduler> generator;
+    std::unique_ptr<tokenizer::Tokenizer> text_tokenizer;
     if (model->decoder != nullptr) {
+      absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> loaded_tokenizer =
+          tokenizer::LoadTokenizerIfPresent(spec.dir, model->decoder->spec().vocab_size);
+      if (!loaded_tokenizer.ok()) {
+        return Fail(absl::Status(loaded_tokenizer.status().code(),
+                                 absl::StrCat("cannot load model '", spec.name,
+                                              "': ", loaded_tokenizer.status().message())),
+                    1);
+      }
+      text_tokenizer = std::move(*loaded_tokenizer);
       if (model_metrics != nullptr) model_metrics->EnableGeneration();
       scheduler::GenerationOptions options = *generation_options;
       options.model_name = spec.name;
@@ -550,21 +561,24 @@ int Run(int argc, char** argv) {
                        {"batching", options.static_batching ? "static" : "continuous"},
                        {"max_model_len", absl::StrCat(generator->max_model_len())},
                        {"kv_cache_blocks", absl::StrCat(generator->kv_total_blocks())},
-                       {"kv_block_tokens", absl::StrCat(options.kv_block_tokens)}});
+                       {"kv_block_tokens", absl::StrCat(options.kv_block_tokens)},
+                       {"tokenizer", text_tokenizer != nullptr ? text_tokenizer->source()
+                                                               : std::string("none (token ids)")}});
     }
-    if (absl::Status loaded =
-            registry.SetLoaded(spec.name, std::move(*scheduler), std::move(generator));
+    if (absl::Status loaded = registry.SetLoaded(spec.name, std::move(*scheduler),
+                                                 std::move(generator), std::move(text_tokenizer));
         !loaded.ok()) {
       return Fail(loaded, 1);
     }
-    common::LogInfo("model ready",
-                    {{"model", spec.name},
-                     {"architecture", description.architecture},
-                     {"source", spec.dir.empty() ? std::string("built-in") : spec.dir},
-                     {"backend", description.backend},
-                     {"device", description.device},
-                     {"tensor_inference", description.tensor_servable ? "yes" : "no"},
-                     {"generation", registry.GeneratorOf(spec.name) != nullptr ? "yes" : "no"}});
+    common::LogInfo(
+        "model ready",
+        {{"model", spec.name},
+         {"architecture", description.architecture},
+         {"source", spec.dir.empty() ? std::string("built-in") : spec.dir},
+         {"backend", description.backend},
+         {"device", description.device},
+         {"tensor_inference", description.tensor_servable ? "yes" : "no"},
+         {"generation", registry.GeneratorOf(spec.name).scheduler != nullptr ? "yes" : "no"}});
   }
 
   if (!shutdown.received()) {

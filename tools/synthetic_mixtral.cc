@@ -63,7 +63,7 @@ std::string SyntheticMixtralConfigJson(const SyntheticMixtralShape& s) {
       {"bos_token_id", 1},
       {"eos_token_id", 2},
       {"sliding_window", nullptr},
-      {"torch_dtype", s.dtype == DType::kBF16 ? "bfloat16"
+      {"torch_dtype", s.dtype == DType::kBF16  ? "bfloat16"
                       : s.dtype == DType::kF16 ? "float16"
                                                : "float32"},
   };
@@ -72,18 +72,17 @@ std::string SyntheticMixtralConfigJson(const SyntheticMixtralShape& s) {
 
 absl::Status WriteSyntheticMixtralWeights(const std::string& path,
                                           const SyntheticMixtralShape& shape) {
-  if (shape.num_heads < 1 || shape.hidden_size % shape.num_heads != 0 ||
-      shape.num_kv_heads < 1 || shape.num_heads % shape.num_kv_heads != 0) {
+  if (shape.num_heads < 1 || shape.hidden_size % shape.num_heads != 0 || shape.num_kv_heads < 1 ||
+      shape.num_heads % shape.num_kv_heads != 0) {
     return absl::InvalidArgumentError(
         "the attention heads must divide the hidden size, and the KV heads the heads");
   }
   const std::vector<model::TensorSpec> specs = TensorSpecs(shape);
-  MOE_ASSIGN_OR_RETURN(
-      std::unique_ptr<model::SafetensorsWriter> writer,
-      model::SafetensorsWriter::Create(
-          path, specs,
-          {{"format", "pt"}, {"generator", "moe-make-synthetic"},
-           {"seed", absl::StrCat(shape.seed)}}));
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<model::SafetensorsWriter> writer,
+                       model::SafetensorsWriter::Create(path, specs,
+                                                        {{"format", "pt"},
+                                                         {"generator", "moe-make-synthetic"},
+                                                         {"seed", absl::StrCat(shape.seed)}}));
   std::mt19937_64 rng(shape.seed);
   std::vector<float> values;
   std::vector<uint16_t> half;

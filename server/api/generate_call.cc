@@ -39,10 +39,16 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
       : registry_(registry), metrics_(metrics != nullptr ? metrics->ForModel(model) : nullptr) {}
 
   void Start(const moe::v1::GenerateRequest& request) {
-    absl::StatusOr<GenerationScheduler*> found = registry_->FindGenerator(request.model());
+    absl::StatusOr<Generator> found = registry_->FindGenerator(request.model());
     if (!found.ok()) return Refuse(found.status());
-    GenerationScheduler* const target = *found;
+    GenerationScheduler* const target = found->scheduler;
+    if (found->tokenizer != nullptr) {
+      detokenizer_.emplace(found->tokenizer);
+    }
     GenerationLimits limits;
+    limits.model_name = request.model();
+    limits.tokenizer = found->tokenizer;
+    limits.bos_token_id = target->model().spec().bos_token_id;
     limits.vocab_size = target->model().spec().vocab_size;
     limits.max_model_len = target->max_model_len();
     for (int64_t eos : target->model().spec().eos_token_ids) {
@@ -71,6 +77,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
     if (broken_) return;
     for (int32_t id : token_ids) pending_.add_token_ids(id);
     for (float logprob : logprobs) pending_.add_logprobs(logprob);
+    if (detokenizer_.has_value()) AppendText(detokenizer_->Add(token_ids));
     if (!write_in_flight_) WriteNext();
   }
 
@@ -78,12 +85,12 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
     absl::MutexLock lock(&mu_);
     finished_ = true;
     final_status_ = status;
+    if (status.ok() && detokenizer_.has_value()) AppendText(detokenizer_->Finish());
     if (status.ok()) {
       pending_.set_finish_reason(ToProto(summary.finish_reason));
       pending_.set_prompt_tokens(static_cast<int32_t>(summary.prompt_tokens));
       pending_.set_completion_tokens(static_cast<int32_t>(summary.completion_tokens));
-      pending_.set_time_to_first_token_seconds(
-          absl::ToDoubleSeconds(summary.time_to_first_token));
+      pending_.set_time_to_first_token_seconds(absl::ToDoubleSeconds(summary.time_to_first_token));
       pending_.set_preemptions(static_cast<int32_t>(summary.preemptions));
     }
     if (!write_in_flight_) WriteNext();
@@ -123,6 +130,12 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
     scheduler::SequenceId id ABSL_GUARDED_BY(mu) = 0;
   };
 
+  // Text is a convenience next to the token ids: a tokenizer that cannot decode some ids (it
+  // should not happen: its vocabulary was checked against the model's) costs the text only.
+  void AppendText(const absl::StatusOr<std::string>& text) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (text.ok()) pending_.mutable_text()->append(*text);
+  }
+
   // Refused before the scheduler took it: no sink call will come.
   void Refuse(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
@@ -137,12 +150,13 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
   void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finish_called_) return;
     if (finished_ && (!final_status_.ok() || broken_)) {
-      return FinishCall(broken_ && final_status_.ok()
-                            ? absl::CancelledError("the client went away")
-                            : final_status_);
+      return FinishCall(broken_ && final_status_.ok() ? absl::CancelledError("the client went away")
+                                                      : final_status_);
     }
     if (finished_ && final_sent_) return FinishCall(absl::OkStatus());
-    if (!finished_ && (broken_ || pending_.token_ids_size() == 0)) return;
+    if (!finished_ && (broken_ || (pending_.token_ids_size() == 0 && pending_.text().empty()))) {
+      return;
+    }
     in_flight_.Clear();
     in_flight_.Swap(&pending_);
     write_in_flight_ = true;
@@ -162,6 +176,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
   const std::shared_ptr<CancelState> cancel_ = std::make_shared<CancelState>();
 
   absl::Mutex mu_;
+  // Set in Start, before the sequence is submitted; then used under mu_ only.
+  std::optional<tokenizer::IncrementalDetokenizer> detokenizer_;
   GenerateResponse pending_ ABSL_GUARDED_BY(mu_);    // tokens not yet written
   GenerateResponse in_flight_ ABSL_GUARDED_BY(mu_);  // the message being written
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
@@ -175,8 +191,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
 }  // namespace
 
 grpc::ServerWriteReactor<GenerateResponse>* StartGenerateCall(
-    grpc::CallbackServerContext*, const moe::v1::GenerateRequest* request,
-    ModelRegistry* registry, metrics::ServerMetrics* metrics) {
+    grpc::CallbackServerContext*, const moe::v1::GenerateRequest* request, ModelRegistry* registry,
+    metrics::ServerMetrics* metrics) {
   auto* call = new GenerateCall(registry, metrics, request->model());
   call->Start(*request);
   return call;

@@ -12,14 +12,18 @@
 #include "absl/status/statusor.h"
 #include "moe/v1/moe_service.pb.h"
 #include "server/scheduler/generation_request.h"
+#include "server/tokenizer/tokenizer.h"
 
 namespace moe::api {
 
 // What the request is checked against.
 struct GenerationLimits {
   int64_t vocab_size = 0;
-  int64_t max_model_len = 0;          // prompt + generated
-  std::vector<int32_t> eos_token_ids;  // the model's end-of-sequence ids
+  int64_t max_model_len = 0;                        // prompt + generated
+  std::vector<int32_t> eos_token_ids;               // the model's end-of-sequence ids
+  int64_t bos_token_id = -1;                        // put before an encoded prompt_text; -1: none
+  const tokenizer::Tokenizer* tokenizer = nullptr;  // null: prompt_text is refused
+  std::string model_name;                           // for messages
 };
 
 inline constexpr int32_t kDefaultMaxNewTokens = 64;

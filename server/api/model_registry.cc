@@ -18,23 +18,25 @@ absl::Status ModelRegistry::Declare(const std::string& name) {
 
 absl::Status ModelRegistry::SetLoaded(const std::string& name,
                                       std::unique_ptr<scheduler::BatchScheduler> scheduler,
-                                      std::unique_ptr<scheduler::GenerationScheduler> generator) {
+                                      std::unique_ptr<scheduler::GenerationScheduler> generator,
+                                      std::unique_ptr<tokenizer::Tokenizer> tokenizer) {
   absl::MutexLock lock(&mu_);
   auto it = models_.find(name);
   if (it == models_.end()) {
     return absl::NotFoundError(absl::StrCat("model '", name, "' was not declared"));
   }
-  if (generator != nullptr) generators_[name] = std::move(generator);
+  if (generator != nullptr) {
+    generators_[name] = OwnedGenerator{std::move(generator), std::move(tokenizer)};
+  }
   it->second = std::move(scheduler);
   return absl::OkStatus();
 }
 
-absl::StatusOr<scheduler::GenerationScheduler*> ModelRegistry::FindGenerator(
-    const std::string& name) const {
+absl::StatusOr<Generator> ModelRegistry::FindGenerator(const std::string& name) const {
   absl::StatusOr<scheduler::BatchScheduler*> loaded = FindReady(name);
   if (!loaded.ok()) return loaded.status();
-  scheduler::GenerationScheduler* generator = GeneratorOf(name);
-  if (generator == nullptr) {
+  const Generator generator = GeneratorOf(name);
+  if (generator.scheduler == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("model '", name, "' (", (*loaded)->model().architecture,
                      ") is not a language model and does not generate; use ModelInfer"));
@@ -42,10 +44,11 @@ absl::StatusOr<scheduler::GenerationScheduler*> ModelRegistry::FindGenerator(
   return generator;
 }
 
-scheduler::GenerationScheduler* ModelRegistry::GeneratorOf(const std::string& name) const {
+Generator ModelRegistry::GeneratorOf(const std::string& name) const {
   absl::MutexLock lock(&mu_);
   auto it = generators_.find(name);
-  return it == generators_.end() ? nullptr : it->second.get();
+  if (it == generators_.end()) return {};
+  return {it->second.scheduler.get(), it->second.tokenizer.get()};
 }
 
 absl::StatusOr<scheduler::BatchScheduler*> ModelRegistry::FindLoaded(
@@ -105,7 +108,7 @@ void ModelRegistry::BeginDrain() {
   for (auto& [name, scheduler] : models_) {
     if (scheduler != nullptr) scheduler->BeginDrain();
   }
-  for (auto& [name, generator] : generators_) generator->BeginDrain();
+  for (auto& [name, generator] : generators_) generator.scheduler->BeginDrain();
 }
 
 bool ModelRegistry::FinishDrain(absl::Duration timeout) {
@@ -117,7 +120,7 @@ bool ModelRegistry::FinishDrain(absl::Duration timeout) {
     for (auto& [name, scheduler] : models_) {
       if (scheduler != nullptr) schedulers.push_back(scheduler.get());
     }
-    for (auto& [name, generator] : generators_) generators.push_back(generator.get());
+    for (auto& [name, generator] : generators_) generators.push_back(generator.scheduler.get());
   }
   // Models drain one after another against one overall deadline; their threads keep working in
   // parallel meanwhile, so waiting in turn costs nothing.

@@ -14,8 +14,15 @@
 #include "absl/time/time.h"
 #include "server/scheduler/batch_scheduler.h"
 #include "server/scheduler/generation_scheduler.h"
+#include "server/tokenizer/tokenizer.h"
 
 namespace moe::api {
+
+// A decoder language model as the Generate API sees it.
+struct Generator {
+  scheduler::GenerationScheduler* scheduler = nullptr;
+  const tokenizer::Tokenizer* tokenizer = nullptr;  // null: the model takes token ids only
+};
 
 class ModelRegistry {
  public:
@@ -25,10 +32,12 @@ class ModelRegistry {
 
   // Announces a model that is still loading (listed, not ready). ALREADY_EXISTS on a repeat.
   absl::Status Declare(const std::string& name);
-  // Makes a declared model ready. `generator` is set for decoder language models.
+  // Makes a declared model ready. `generator` (and, when the checkpoint has one, `tokenizer`)
+  // are set for decoder language models.
   absl::Status SetLoaded(const std::string& name,
                          std::unique_ptr<scheduler::BatchScheduler> scheduler,
-                         std::unique_ptr<scheduler::GenerationScheduler> generator = nullptr);
+                         std::unique_ptr<scheduler::GenerationScheduler> generator = nullptr,
+                         std::unique_ptr<tokenizer::Tokenizer> tokenizer = nullptr);
 
   // The scheduler of a ready model. NOT_FOUND for a name this server does not serve (listing
   // the ones it does), UNAVAILABLE while that model loads or the server drains.
@@ -39,9 +48,10 @@ class ModelRegistry {
 
   // The generation scheduler of a ready decoder model: NOT_FOUND / UNAVAILABLE as FindReady,
   // FAILED_PRECONDITION for a model that does not generate.
-  absl::StatusOr<scheduler::GenerationScheduler*> FindGenerator(const std::string& name) const;
-  // The generation scheduler of a loaded model, or null (loading, unknown, or not a decoder).
-  scheduler::GenerationScheduler* GeneratorOf(const std::string& name) const;
+  absl::StatusOr<Generator> FindGenerator(const std::string& name) const;
+  // The generator of a loaded model; its scheduler is null when the model is loading, unknown,
+  // or not a decoder.
+  Generator GeneratorOf(const std::string& name) const;
 
   bool IsReady(const std::string& name) const;
   // Every declared model loaded and not draining.
@@ -60,8 +70,11 @@ class ModelRegistry {
   // nullptr while loading.
   std::map<std::string, std::unique_ptr<scheduler::BatchScheduler>> models_ ABSL_GUARDED_BY(mu_);
   // Decoder language models only.
-  std::map<std::string, std::unique_ptr<scheduler::GenerationScheduler>> generators_
-      ABSL_GUARDED_BY(mu_);
+  struct OwnedGenerator {
+    std::unique_ptr<scheduler::GenerationScheduler> scheduler;
+    std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+  };
+  std::map<std::string, OwnedGenerator> generators_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
 };
 

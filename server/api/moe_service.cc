@@ -36,9 +36,10 @@ void FillModelInfo(const ModelRegistry& registry, const std::string& name,
   info->set_output_name(model.output_name);
   info->set_output_width(model.output_width);
   for (const std::string& label : model.output_labels) info->add_output_labels(label);
-  if (const scheduler::GenerationScheduler* generator = registry.GeneratorOf(name);
-      generator != nullptr) {
+  if (const Generator found = registry.GeneratorOf(name); found.scheduler != nullptr) {
+    const scheduler::GenerationScheduler* generator = found.scheduler;
     info->set_generates(true);
+    info->set_has_tokenizer(found.tokenizer != nullptr);
     info->set_vocab_size(generator->model().spec().vocab_size);
     info->set_max_model_len(generator->max_model_len());
     for (int64_t id : generator->model().spec().eos_token_ids) {

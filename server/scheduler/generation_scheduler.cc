@@ -11,8 +11,7 @@
 namespace moe::scheduler {
 
 struct GenerationScheduler::Sequence {
-  Sequence(SequenceId id_in, std::unique_ptr<GenerationRequest> request_in,
-           engine::KvCache* cache)
+  Sequence(SequenceId id_in, std::unique_ptr<GenerationRequest> request_in, engine::KvCache* cache)
       : id(id_in),
         request(std::move(request_in)),
         kv(cache),
@@ -38,8 +37,8 @@ absl::Status ValidateOptions(const GenerationOptions& options) {
         absl::StrCat("max batch tokens must be at least 1, got ", options.max_batch_tokens));
   }
   if (options.max_running_sequences < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max running sequences must be at least 1, got ", options.max_running_sequences));
+    return absl::InvalidArgumentError(absl::StrCat("max running sequences must be at least 1, got ",
+                                                   options.max_running_sequences));
   }
   if (options.max_queue_requests < 1) {
     return absl::InvalidArgumentError(
@@ -108,17 +107,16 @@ GenerationScheduler::~GenerationScheduler() {
   thread_.join();
 }
 
-absl::StatusOr<SequenceId> GenerationScheduler::Submit(
-    std::unique_ptr<GenerationRequest> request) {
+absl::StatusOr<SequenceId> GenerationScheduler::Submit(std::unique_ptr<GenerationRequest> request) {
   const int64_t prompt = static_cast<int64_t>(request->prompt.size());
   const int64_t total = prompt + request->max_new_tokens;
   if (prompt < 1 || request->max_new_tokens < 1) {
     return absl::InvalidArgumentError("a sequence needs a prompt and at least one new token");
   }
   if (total > max_model_len_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", prompt, " tokens) plus max_new_tokens (", request->max_new_tokens,
-        ") is ", total, " tokens, beyond this model's maximum of ", max_model_len_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", prompt, " tokens) plus max_new_tokens (", request->max_new_tokens,
+                     ") is ", total, " tokens, beyond this model's maximum of ", max_model_len_));
   }
   const int64_t blocks = BlocksFor(total, cache_->block_tokens());
   if (blocks > kv_total_blocks_) {
@@ -133,8 +131,9 @@ absl::StatusOr<SequenceId> GenerationScheduler::Submit(
   }
   if (static_cast<int64_t>(waiting_.size()) >= options_.max_queue_requests) {
     ++stats_.rejected_full;
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "generation queue full (", options_.max_queue_requests, " sequences waiting); retry later"));
+    return absl::ResourceExhaustedError(absl::StrCat("generation queue full (",
+                                                     options_.max_queue_requests,
+                                                     " sequences waiting); retry later"));
   }
   const SequenceId id = next_id_++;
   waiting_.push_back(std::make_unique<Sequence>(id, std::move(request), cache_.get()));
@@ -146,8 +145,8 @@ void GenerationScheduler::Cancel(SequenceId id) {
   std::unique_ptr<Sequence> cancelled;
   {
     absl::MutexLock lock(&mu_);
-    auto waiting = std::find_if(waiting_.begin(), waiting_.end(),
-                                [id](const auto& s) { return s->id == id; });
+    auto waiting =
+        std::find_if(waiting_.begin(), waiting_.end(), [id](const auto& s) { return s->id == id; });
     if (waiting != waiting_.end()) {
       cancelled = std::move(*waiting);
       waiting_.erase(waiting);
@@ -301,9 +300,9 @@ bool GenerationScheduler::PlanNextStep(std::vector<Sequence*>* step,
   if (plan.chunks.empty() && !running_.empty()) {
     // Cannot happen with the planner's rules (a running sequence always has a token pending
     // and the budget is at least one token); fail loudly rather than spin.
-    common::LogError("generation scheduler made no progress",
-                     {{"running", absl::StrCat(running_.size())},
-                      {"waiting", absl::StrCat(waiting_.size())}});
+    common::LogError(
+        "generation scheduler made no progress",
+        {{"running", absl::StrCat(running_.size())}, {"waiting", absl::StrCat(waiting_.size())}});
     for (auto& sequence : running_) cancelled->push_back(std::move(sequence));
     running_.clear();
   }
@@ -388,9 +387,9 @@ void GenerationScheduler::RunStep(const std::vector<Sequence*>& step,
                                                 {"tokens", absl::StrCat(tokens)},
                                                 {"sequences", absl::StrCat(chunks.size())},
                                                 {"error", status.ToString()}});
-    const absl::Status failure = absl::InternalError(absl::StrCat(
-        "engine failure on a forward pass of ", tokens, " tokens (", chunks.size(),
-        " sequences) of model '", options_.model_name, "': ", status.message()));
+    const absl::Status failure = absl::InternalError(
+        absl::StrCat("engine failure on a forward pass of ", tokens, " tokens (", chunks.size(),
+                     " sequences) of model '", options_.model_name, "': ", status.message()));
     for (Sequence* sequence : stepped) FinishRunning(sequence, failure, FinishReason::kNone);
     return;
   }
@@ -429,9 +428,9 @@ FinishReason GenerationScheduler::SampleNext(Sequence& sequence, const float* lo
     ++stats_.generated_tokens;
   }
   const float logprobs[1] = {logprob};
-  request.sink->OnTokens(std::span<const int32_t>(&token, 1),
-                         request.logprobs ? std::span<const float>(logprobs, 1)
-                                          : std::span<const float>());
+  request.sink->OnTokens(
+      std::span<const int32_t>(&token, 1),
+      request.logprobs ? std::span<const float>(logprobs, 1) : std::span<const float>());
   if (std::find(request.stop_token_ids.begin(), request.stop_token_ids.end(), token) !=
       request.stop_token_ids.end()) {
     return FinishReason::kStop;

@@ -8,8 +8,8 @@
 
 #include <cstdint>
 #include <deque>
-#include <string>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -110,8 +110,7 @@ class GenerationScheduler {
   // sink; says whether (and why) the sequence is done.
   FinishReason SampleNext(Sequence& sequence, const float* logits);
   // Ends a sequence: releases its blocks, tells the sink, forgets it.
-  void Finish(std::unique_ptr<Sequence> sequence, const absl::Status& status,
-              FinishReason reason);
+  void Finish(std::unique_ptr<Sequence> sequence, const absl::Status& status, FinishReason reason);
   void FinishRunning(Sequence* sequence, const absl::Status& status, FinishReason reason);
   // Aborting: every sequence, waiting or running, fails with UNAVAILABLE.
   void AbortAll();

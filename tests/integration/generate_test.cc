@@ -205,8 +205,8 @@ TEST_F(GenerateTest, CancellingAStreamFreesItsKvBlocks) {
   bool freed = false;
   for (int i = 0; i < 100 && !freed; ++i) {
     const std::string text = Scrape();
-    freed = text.find("moe_kv_cache_blocks_used{model=\"" + ref.model + "\"} 0") !=
-            std::string::npos;
+    freed =
+        text.find("moe_kv_cache_blocks_used{model=\"" + ref.model + "\"} 0") != std::string::npos;
     if (!freed) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_TRUE(freed) << Scrape();
@@ -226,32 +226,45 @@ TEST_F(GenerateTest, BadRequestsAreInvalidArgumentNamingTheProblem) {
     edit(request);
     bad.push_back({std::move(what), std::move(request), std::move(message)});
   };
-  add("empty prompt", [](auto& r) { r.clear_prompt_token_ids(); }, "prompt_token_ids is empty");
-  add("token outside the vocabulary",
+  add(
+      "empty prompt", [](auto& r) { r.clear_prompt_token_ids(); }, "prompt_token_ids is empty");
+  add(
+      "token outside the vocabulary",
       [&](auto& r) { r.set_prompt_token_ids(1, static_cast<int32_t>(ref.vocab)); },
       "outside the vocabulary");
-  add("negative token", [](auto& r) { r.set_prompt_token_ids(0, -1); }, "outside the vocabulary");
-  add("too long", [](auto& r) { r.set_max_new_tokens(1 << 20); }, "beyond this model's maximum");
-  add("negative max_new_tokens", [](auto& r) { r.set_max_new_tokens(-3); }, "max_new_tokens");
-  add("prompt longer than the context",
+  add(
+      "negative token", [](auto& r) { r.set_prompt_token_ids(0, -1); }, "outside the vocabulary");
+  add(
+      "too long", [](auto& r) { r.set_max_new_tokens(1 << 20); }, "beyond this model's maximum");
+  add(
+      "negative max_new_tokens", [](auto& r) { r.set_max_new_tokens(-3); }, "max_new_tokens");
+  add(
+      "prompt longer than the context",
       [](auto& r) {
         for (int i = 0; i < 5000; ++i) r.add_prompt_token_ids(1);
       },
       "prompt_token_ids has");
-  add("negative temperature", [](auto& r) { r.mutable_sampling()->set_temperature(-1); },
+  add(
+      "negative temperature", [](auto& r) { r.mutable_sampling()->set_temperature(-1); },
       "temperature");
-  add("NaN temperature", [](auto& r) { r.mutable_sampling()->set_temperature(std::nanf("")); },
+  add(
+      "NaN temperature", [](auto& r) { r.mutable_sampling()->set_temperature(std::nanf("")); },
       "temperature");
-  add("top_p above 1", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); }, "top_p");
-  add("negative top_k", [](auto& r) { r.mutable_sampling()->set_top_k(-2); }, "top_k");
-  add("negative repetition penalty",
+  add(
+      "top_p above 1", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); }, "top_p");
+  add(
+      "negative top_k", [](auto& r) { r.mutable_sampling()->set_top_k(-2); }, "top_k");
+  add(
+      "negative repetition penalty",
       [](auto& r) { r.mutable_sampling()->set_repetition_penalty(-1); }, "repetition_penalty");
-  add("too many stop ids",
+  add(
+      "too many stop ids",
       [](auto& r) {
         for (int i = 0; i < 17; ++i) r.add_stop_token_ids(1);
       },
       "stop_token_ids has 17");
-  add("stop id outside the vocabulary", [&](auto& r) { r.add_stop_token_ids(1 << 30); },
+  add(
+      "stop id outside the vocabulary", [&](auto& r) { r.add_stop_token_ids(1 << 30); },
       "stop_token_ids[0]");
   for (const Bad& b : bad) {
     const Generated got = Generate(*moe_, b.request);
@@ -335,8 +348,8 @@ TEST_F(GenerateUnderPressureTest, ConcurrentMixedStreamsGetWhatEachGetsAloneThou
   for (size_t i = 0; i < cases.size(); ++i) {
     const Generated got = batched[i].get();
     ASSERT_TRUE(got.status.ok()) << i << ": " << got.status.error_message();
-    EXPECT_EQ(got.tokens, cases[i].alone.tokens) << "stream " << i << " of model "
-                                                 << cases[i].request.model();
+    EXPECT_EQ(got.tokens, cases[i].alone.tokens)
+        << "stream " << i << " of model " << cases[i].request.model();
     preemptions += got.final.preemptions();
   }
   // The pool holds a few sequences per model at a time: some were preempted and recomputed.

@@ -12,8 +12,14 @@
 //
 // Like tsan_absl_sync.cc these definitions in the executable come before libgrpc's for every
 // caller (libgrpc++ included) and call the real ones (dlsym RTLD_NEXT):
-//   - grpc_call_start_batch releases on the tag before the batch starts;
+//   - grpc_call_start_batch releases on the tag before the batch starts and again once it has
+//     returned: libgrpc writes into the batch's ops (a status string, when a call fails at
+//     once) inside grpc_call_start_batch itself;
 //   - grpc_completion_queue_next/pluck acquire on the tag of the event they return;
+//   - a completion that another thread picks up while grpc_call_start_batch is still running
+//     waits for it to return (a std::mutex and condition variable, which TSan sees) before the
+//     acquire, so those last writes are ordered too. A completion run inline on the starting
+//     thread is ordered by program order and does not wait;
 //   - callback-API tags are grpc_completion_queue_functor objects that libgrpc runs through
 //     their functor_run pointer rather than returning: when that pointer is a function of this
 //     executable (the grpcpp tags' StaticRun), it is swapped, before the batch starts, for a
@@ -33,10 +39,13 @@
 #include <link.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <unordered_map>
 
 #if !defined(__SANITIZE_THREAD__)
 #error "tsan_grpc_sync.cc belongs in ThreadSanitizer builds only (MOE_SANITIZE=thread)"
@@ -85,6 +94,36 @@ CodeRange ExecutableCode() {
   return range;
 }
 
+// Tags whose grpc_call_start_batch has not returned yet, with how many such calls run.
+std::mutex g_starting_mu;
+std::condition_variable g_started;
+std::unordered_map<const void*, int>& Starting() {
+  static auto* starting = new std::unordered_map<const void*, int>();
+  return *starting;
+}
+thread_local int t_starting = 0;  // this thread is inside grpc_call_start_batch
+
+void BeginStart(const void* tag) {
+  std::lock_guard<std::mutex> lock(g_starting_mu);
+  ++Starting()[tag];
+}
+
+void EndStart(const void* tag) {
+  {
+    std::lock_guard<std::mutex> lock(g_starting_mu);
+    auto it = Starting().find(tag);
+    if (it != Starting().end() && --it->second == 0) Starting().erase(it);
+  }
+  g_started.notify_all();
+}
+
+// Before a completion of `tag` is handled on another thread: its start has returned.
+void AwaitStarted(const void* tag) {
+  if (t_starting > 0) return;
+  std::unique_lock<std::mutex> lock(g_starting_mu);
+  g_started.wait(lock, [tag] { return Starting().find(tag) == Starting().end(); });
+}
+
 using RunFunction = void (*)(grpc_completion_queue_functor*, int);
 
 // The original run functions seen, one trampoline per slot (a handful: one per grpcpp tag
@@ -94,6 +133,7 @@ std::atomic<RunFunction> g_original_run[kSlots];
 
 template <int N>
 void Trampoline(grpc_completion_queue_functor* functor, int ok) {
+  AwaitStarted(functor);
   __tsan_acquire(functor);
   g_original_run[N].load(std::memory_order_relaxed)(functor, ok);
 }
@@ -140,11 +180,16 @@ extern "C" grpc_call_error grpc_call_start_batch(grpc_call* call, const grpc_op*
   static const auto real =
       Real<grpc_call_error (*)(grpc_call*, const grpc_op*, size_t, void*, void*)>(
           "grpc_call_start_batch");
-  if (tag != nullptr) {
-    WrapIfOurFunctor(tag);
-    __tsan_release(tag);
-  }
-  return real(call, ops, nops, tag, reserved);
+  if (tag == nullptr) return real(call, ops, nops, tag, reserved);
+  WrapIfOurFunctor(tag);
+  BeginStart(tag);
+  __tsan_release(tag);
+  ++t_starting;
+  const grpc_call_error result = real(call, ops, nops, tag, reserved);
+  --t_starting;
+  __tsan_release(tag);
+  EndStart(tag);
+  return result;
 }
 
 extern "C" grpc_event grpc_completion_queue_next(grpc_completion_queue* cq, gpr_timespec deadline,
@@ -152,7 +197,10 @@ extern "C" grpc_event grpc_completion_queue_next(grpc_completion_queue* cq, gpr_
   static const auto real = Real<grpc_event (*)(grpc_completion_queue*, gpr_timespec, void*)>(
       "grpc_completion_queue_next");
   grpc_event event = real(cq, deadline, reserved);
-  if (event.type == GRPC_OP_COMPLETE && event.tag != nullptr) __tsan_acquire(event.tag);
+  if (event.type == GRPC_OP_COMPLETE && event.tag != nullptr) {
+    AwaitStarted(event.tag);
+    __tsan_acquire(event.tag);
+  }
   return event;
 }
 
@@ -161,7 +209,10 @@ extern "C" grpc_event grpc_completion_queue_pluck(grpc_completion_queue* cq, voi
   static const auto real = Real<grpc_event (*)(grpc_completion_queue*, void*, gpr_timespec, void*)>(
       "grpc_completion_queue_pluck");
   grpc_event event = real(cq, tag, deadline, reserved);
-  if (event.type == GRPC_OP_COMPLETE && event.tag != nullptr) __tsan_acquire(event.tag);
+  if (event.type == GRPC_OP_COMPLETE && event.tag != nullptr) {
+    AwaitStarted(event.tag);
+    __tsan_acquire(event.tag);
+  }
   return event;
 }
 

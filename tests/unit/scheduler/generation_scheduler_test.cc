@@ -212,8 +212,7 @@ TEST_F(GenerationSchedulerTest, TinyCachePreemptsAndEverySequenceStillFinishesId
   for (int i = 0; i < 6; ++i) {
     sinks.push_back(std::make_unique<CollectingSink>());
     ASSERT_TRUE(
-        scheduler->Submit(Request(sinks.back().get(), 40, {static_cast<int32_t>(10 + i), 3}))
-            .ok());
+        scheduler->Submit(Request(sinks.back().get(), 40, {static_cast<int32_t>(10 + i), 3})).ok());
   }
   int64_t preemptions = 0;
   for (int i = 0; i < 6; ++i) {

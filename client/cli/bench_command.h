@@ -1,5 +1,7 @@
 // `moe-client bench MODEL`: connects, optionally waits for the server to be ready, reads the
 // model's input from its description, runs the load (bench_runner.h) and prints the report.
+// `moe-client bench MODEL --generate`: the same for generation load (generate_bench_runner.h),
+// the vocabulary size read from the model's description unless given.
 #pragma once
 
 #include <ostream>
@@ -8,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/cli/bench_runner.h"
+#include "client/cli/generate_bench_runner.h"
 #include "moe/client/client.h"
 
 namespace moe::client::cli {
@@ -26,5 +29,18 @@ struct BenchCommand {
 // described.
 absl::StatusOr<bool> RunBenchCommand(const ConnectOptions& connect, BenchCommand command,
                                      std::ostream& out);
+
+struct GenerateBenchCommand {
+  GenerateBenchOptions options;  // vocab_size 0: read from the model's description
+  int connections = 0;           // 0: one per stream
+  absl::Duration wait_ready = absl::ZeroDuration();
+  std::string format = "text";  // "text" or "json"
+};
+
+// Prints the report to `out`. Returns whether any counted request completed; an error when
+// the options are wrong (a usage error), the server is not ready in time, or the model cannot
+// be described or does not generate (FAILED_PRECONDITION).
+absl::StatusOr<bool> RunGenerateBenchCommand(const ConnectOptions& connect,
+                                             GenerateBenchCommand command, std::ostream& out);
 
 }  // namespace moe::client::cli

@@ -1,10 +1,12 @@
 // moe-client: talks to a moe-server (or any KServe v2 gRPC server) from the command line:
-// health, model listing and description, inference from .npy / JSON files or random rows, and
-// a load generator (closed or open loop) that reports throughput and latency percentiles.
+// health, model listing and description, inference from .npy / JSON files or random rows, token
+// generation from decoder language models, and a load generator (closed or open loop, tensors
+// or generation) that reports throughput and latency percentiles.
 //
 // Flags are defined and read here only; command_line.h decides which subcommand takes which.
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdint>
 #include <iostream>
 #include <memory>
@@ -18,14 +20,18 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
 #include "client/cli/arrival_schedule.h"
 #include "client/cli/bench_command.h"
 #include "client/cli/command_line.h"
+#include "client/cli/generate_args.h"
+#include "client/cli/generate_command.h"
 #include "client/cli/infer_command.h"
 #include "client/cli/info_commands.h"
 #include "client/cli/input_rows.h"
 #include "moe/client/client.h"
+#include "moe/common/status_macros.h"
 
 // Global flags.
 ABSL_FLAG(std::string, target, "localhost:8001", "The server: HOST:PORT, or any gRPC target URI.");
@@ -93,6 +99,34 @@ ABSL_FLAG(int32_t, connections, 0,
 ABSL_FLAG(int64_t, max_in_flight, 10000,
           "Open loop: calls due while this many are unanswered are dropped (and counted).");
 ABSL_FLAG(bool, header, true, "CSV: print the header line (--noheader to append to a file).");
+ABSL_FLAG(bool, json, false, "Same as --format json.");
+ABSL_FLAG(std::string, model, "", "The model, instead of the MODEL argument.");
+// Generation (generate, bench --generate).
+ABSL_FLAG(bool, generate, false,
+          "bench: generation load (moe.v1 Generate streams) instead of tensor calls.");
+ABSL_FLAG(std::string, prompt_ids, "", "The prompt's token ids, comma-separated: 1,306,4658.");
+ABSL_FLAG(std::string, max_new_tokens, "",
+          "Most tokens to generate: N (generate; default: the server's, 64), or N or MIN:MAX "
+          "drawn uniformly per request (bench --generate; default 64).");
+ABSL_FLAG(std::string, prompt_len, "32",
+          "bench --generate: prompt length in tokens (random ids), N or MIN:MAX drawn uniformly "
+          "per request.");
+ABSL_FLAG(int64_t, vocab_size, 0,
+          "bench --generate: prompt ids are drawn from [0, N) (default: the model's vocab_size).");
+ABSL_FLAG(double, temperature, 0, "Sampling temperature; 0 (default) is greedy decoding.");
+ABSL_FLAG(int32_t, top_k, 0, "Sample from the K most likely tokens only (0: all).");
+ABSL_FLAG(double, top_p, 0,
+          "Nucleus sampling: the smallest set of tokens reaching probability P, in (0, 1] (0 or "
+          "1: off).");
+ABSL_FLAG(double, repetition_penalty, 0,
+          "Penalise tokens already in the prompt or output (> 1 penalises; 0 or 1: off).");
+ABSL_FLAG(std::string, stop_ids, "",
+          "Token ids that end generation (comma-separated, at most 16; the stop token is part "
+          "of the output).");
+ABSL_FLAG(bool, ignore_eos, false,
+          "Do not stop at the model's end-of-sequence ids (bench --generate: on unless "
+          "--noignore-eos, so that output lengths are exact).");
+ABSL_FLAG(bool, logprobs, false, "Also print each generated token's log-probability (ID:LOGPROB).");
 
 namespace moe::client::cli {
 namespace {
@@ -107,7 +141,9 @@ constexpr char kSummary[] =
     "  moe-client describe digits\n"
     "  moe-client infer digits --input images.npy --top 3 --show-routing\n"
     "  moe-client bench digits --concurrency 8 --duration 10s --format json\n"
-    "  moe-client bench digits --rate 500 --arrival poisson --duration 30s";
+    "  moe-client bench digits --rate 500 --arrival poisson --duration 30s\n"
+    "  moe-client generate mix --prompt-ids 1,306,4658 --max-new-tokens 16\n"
+    "  moe-client bench mix --generate --concurrency 8 --max-new-tokens 16:128 --json";
 
 const std::vector<FlagUsage>& GlobalFlags() {
   static const auto* flags = new std::vector<FlagUsage>{
@@ -130,16 +166,16 @@ const std::vector<Subcommand>& Subcommands() {
                   "SERVING, 1 otherwise.",
        .min_arguments = 0,
        .max_arguments = 1,
-       .flags = {{"format", "table|json"}}},
+       .flags = {{"format", "table|json"}, {"json", ""}}},
       {.name = "models",
        .summary = "The models served: name, architecture, experts, top-k, backend, ready.",
-       .flags = {{"format", "table|json"}}},
+       .flags = {{"format", "table|json"}, {"json", ""}}},
       {.name = "describe",
        .arguments = "MODEL",
        .summary = "Everything the server says about one model (moe.v1 ModelInfo).",
        .min_arguments = 1,
        .max_arguments = 1,
-       .flags = {{"format", "table|json"}}},
+       .flags = {{"format", "table|json"}, {"json", ""}}},
       {.name = "infer",
        .arguments = "MODEL",
        .summary = "Sends rows from a .npy or .json file (or random ones) and prints the answer.",
@@ -154,6 +190,7 @@ const std::vector<Subcommand>& Subcommands() {
                  {"random_rows", "N"},
                  {"seed", "N"},
                  {"format", "table|json"},
+                 {"json", ""},
                  {"top", "N"},
                  {"show_routing", ""},
                  {"raw", ""},
@@ -162,6 +199,36 @@ const std::vector<Subcommand>& Subcommands() {
                  {"priority", "N"},
                  {"queue_timeout", "DURATION"},
                  {"request_id", "ID"}}},
+      {.name = "generate",
+       .arguments = "MODEL",
+       .summary = "Generates tokens from a language model, printing them as they arrive.",
+       .details =
+           "  moe-client generate mix --prompt-ids 1,306,4658 --max-new-tokens 16\n"
+           "  moe-client generate mix --prompt-ids 1,2,3 --temperature 0.8 --top-p 0.9 --seed 7 "
+           "--logprobs\n"
+           "\n"
+           "Streams the generated token ids to stdout, separated by spaces and flushed as each "
+           "message arrives (ID:LOGPROB with --logprobs), then a newline; then a summary line on "
+           "stderr: finish_reason (length or stop), prompt_tokens, completion_tokens, ttft_ms "
+           "(time to first token as this client saw it), server_ttft_ms, e2e_ms, "
+           "tokens_per_second (completion tokens over e2e) and preemptions. --format json (or "
+           "--json) prints one JSON object at the end instead. MODEL may be given as --model. "
+           "The call's deadline is --timeout.",
+       .min_arguments = 0,
+       .max_arguments = 1,
+       .flags = {{"model", "MODEL"},
+                 {"prompt_ids", "IDS"},
+                 {"max_new_tokens", "N"},
+                 {"temperature", "T"},
+                 {"top_k", "K"},
+                 {"top_p", "P"},
+                 {"repetition_penalty", "R"},
+                 {"seed", "N"},
+                 {"stop_ids", "IDS"},
+                 {"ignore_eos", ""},
+                 {"logprobs", ""},
+                 {"format", "text|json"},
+                 {"json", ""}}},
       {.name = "bench",
        .arguments = "MODEL",
        .summary = "Load generator: throughput and latency, closed loop or open loop.",
@@ -180,8 +247,23 @@ const std::vector<Subcommand>& Subcommands() {
            "(percentiles are nearest-rank: always a measured value), the means of the server's "
            "queue_us, compute_us and batch_rows response parameters, and errors by gRPC code. "
            "A progress line is shown on stderr when it is a terminal. Exit status 0 when at "
-           "least one counted call succeeded.",
-       .min_arguments = 1,
+           "least one counted call succeeded.\n"
+           "\n"
+           "  moe-client bench mix --generate --concurrency 8 --duration 30s --prompt-len 16:256 "
+           "--max-new-tokens 16:128 --json\n"
+           "\n"
+           "--generate: closed-loop generation load on a language model. --concurrency streams "
+           "each send a Generate request (a prompt of --prompt-len random token ids below the "
+           "model's vocab_size or --vocab-size; --max-new-tokens drawn uniformly from its "
+           "range; ignore_eos on, so that output lengths are exact, unless --noignore-eos), "
+           "read the whole stream, and repeat; the workload follows from --seed. Reports "
+           "requests completed, output tokens/s (tokens received over the measured time), and "
+           "client-side percentiles of the time to first token (send to the first token), "
+           "inter-token latency (gaps between messages divided by their tokens), time per "
+           "output token and end-to-end latency, and errors by gRPC code; --format json (or "
+           "--json): one object with output_tokens_per_second, ttft_p50_ms, itl_p99_ms, "
+           "e2e_p90_ms, ... Tensor flags (--rate, --rows-per-request, --wire, ...) do not apply.",
+       .min_arguments = 0,
        .max_arguments = 1,
        .flags = {{"concurrency", "N"},
                  {"rate", "R"},
@@ -199,7 +281,20 @@ const std::vector<Subcommand>& Subcommands() {
                  {"priority", "N"},
                  {"seed", "N"},
                  {"format", "text|json|csv"},
-                 {"header", ""}}},
+                 {"json", ""},
+                 {"header", ""},
+                 {"model", "MODEL"},
+                 {"generate", ""},
+                 {"prompt_len", "N|MIN:MAX"},
+                 {"max_new_tokens", "N|MIN:MAX"},
+                 {"vocab_size", "N"},
+                 {"temperature", "T"},
+                 {"top_k", "K"},
+                 {"top_p", "P"},
+                 {"repetition_penalty", "R"},
+                 {"stop_ids", "IDS"},
+                 {"ignore_eos", ""},
+                 {"logprobs", ""}}},
   };
   return *subcommands;
 }
@@ -242,6 +337,12 @@ absl::StatusOr<ConnectOptions> ConnectOptionsFromFlags(const CommandLine& line) 
 
 absl::StatusOr<std::string> FormatFlag(const std::vector<std::string>& allowed) {
   std::string format = absl::GetFlag(FLAGS_format);
+  if (absl::GetFlag(FLAGS_json)) {
+    if (!format.empty() && format != "json") {
+      return UsageError(absl::StrCat("--json and --format ", format, " contradict each other"));
+    }
+    format = "json";
+  }
   if (format.empty()) return allowed.front();
   for (const std::string& name : allowed) {
     if (format == name) return format;
@@ -278,6 +379,126 @@ std::optional<int64_t> PriorityFlag() {
   return priority == 0 ? std::nullopt : std::optional<int64_t>(priority);
 }
 
+// The MODEL argument, or --model; a usage error when neither or two different ones are given.
+absl::StatusOr<std::string> ModelArgument(const CommandLine& line) {
+  const std::string flag = absl::GetFlag(FLAGS_model);
+  const std::string argument = line.arguments.empty() ? "" : line.arguments[0];
+  const std::string& name = line.subcommand->name;
+  if (!flag.empty() && !argument.empty() && flag != argument) {
+    return UsageError(
+        absl::StrCat(name, ": MODEL '", argument, "' and --model '", flag, "' differ"));
+  }
+  if (flag.empty() && argument.empty()) {
+    return UsageError(absl::StrCat(name, ": missing MODEL (an argument or --model; ", "moe-client ",
+                                   name, " --help)"));
+  }
+  return argument.empty() ? flag : argument;
+}
+
+bool Given(const CommandLine& line, const char* flag) { return line.flags_given.count(flag) > 0; }
+
+// --temperature, --top-k, --top-p, --repetition-penalty, --stop-ids, --ignore-eos, --logprobs;
+// a usage error for values the server would refuse whatever the model.
+absl::StatusOr<GenerateOptions> SamplingFromFlags(const CommandLine& line) {
+  GenerateOptions options;
+  const double temperature = absl::GetFlag(FLAGS_temperature);
+  if (!(temperature >= 0) || std::isinf(temperature)) {
+    return UsageError("--temperature must be a number >= 0 (0: greedy)");
+  }
+  options.temperature = static_cast<float>(temperature);
+  options.top_k = absl::GetFlag(FLAGS_top_k);
+  if (options.top_k < 0) return UsageError("--top-k must not be negative (0: all tokens)");
+  const double top_p = absl::GetFlag(FLAGS_top_p);
+  if (!(top_p >= 0 && top_p <= 1)) return UsageError("--top-p must be in [0, 1] (0 or 1: off)");
+  options.top_p = static_cast<float>(top_p);
+  const double penalty = absl::GetFlag(FLAGS_repetition_penalty);
+  if (!(penalty >= 0) || std::isinf(penalty)) {
+    return UsageError("--repetition-penalty must be a number >= 0 (0 or 1: off)");
+  }
+  options.repetition_penalty = static_cast<float>(penalty);
+  absl::StatusOr<std::vector<int32_t>> stop =
+      ParseTokenIds(absl::GetFlag(FLAGS_stop_ids), "stop-ids");
+  if (!stop.ok()) return UsageError(stop.status().message());
+  if (stop->size() > 16) return UsageError("--stop-ids: at most 16 ids");
+  options.stop_token_ids = *std::move(stop);
+  options.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  options.logprobs = absl::GetFlag(FLAGS_logprobs);
+  (void)line;
+  return options;
+}
+
+absl::StatusOr<GenerateCommand> GenerateCommandFromFlags(const CommandLine& line) {
+  GenerateCommand command;
+  MOE_ASSIGN_OR_RETURN(command.model, ModelArgument(line));
+  absl::StatusOr<std::vector<int32_t>> prompt =
+      ParseTokenIds(absl::GetFlag(FLAGS_prompt_ids), "prompt-ids");
+  if (!prompt.ok()) return UsageError(prompt.status().message());
+  if (prompt->empty()) return UsageError("generate: --prompt-ids is missing (e.g. 1,306,4658)");
+  command.prompt_token_ids = *std::move(prompt);
+  MOE_ASSIGN_OR_RETURN(command.options, SamplingFromFlags(line));
+  if (const std::string text = absl::GetFlag(FLAGS_max_new_tokens); !text.empty()) {
+    absl::StatusOr<IntRange> max_new = ParseIntRange(text, "max-new-tokens");
+    if (!max_new.ok()) return UsageError(max_new.status().message());
+    if (!max_new->fixed() || max_new->max > (int64_t{1} << 30)) {
+      return UsageError(absl::StrCat("generate: --max-new-tokens '", text,
+                                     "': expected one number (ranges are for bench --generate)"));
+    }
+    command.options.max_new_tokens = static_cast<int32_t>(max_new->min);
+  }
+  if (Given(line, "seed")) command.options.seed = absl::GetFlag(FLAGS_seed);
+  MOE_ASSIGN_OR_RETURN(command.format, FormatFlag({"text", "json"}));
+  return command;
+}
+
+// Flags of bench with tensors only, and with --generate only.
+constexpr const char* kTensorBenchFlags[] = {"rate",          "arrival",  "rows_per_request",
+                                             "wire",          "raw",      "typed",
+                                             "max_in_flight", "priority", "header"};
+constexpr const char* kGenerateBenchFlags[] = {
+    "prompt_len", "max_new_tokens",     "vocab_size", "temperature", "top_k",
+    "top_p",      "repetition_penalty", "stop_ids",   "ignore_eos",  "logprobs"};
+
+absl::StatusOr<GenerateBenchCommand> GenerateBenchCommandFromFlags(const CommandLine& line) {
+  for (const char* flag : kTensorBenchFlags) {
+    if (Given(line, flag)) {
+      return UsageError(absl::StrCat("bench --generate: --",
+                                     absl::StrReplaceAll(flag, {{"_", "-"}}),
+                                     " is for tensor models (bench without --generate)"));
+    }
+  }
+  GenerateBenchCommand command;
+  GenerateBenchOptions& options = command.options;
+  MOE_ASSIGN_OR_RETURN(options.model, ModelArgument(line));
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.duration = absl::GetFlag(FLAGS_duration);
+  options.requests = absl::GetFlag(FLAGS_requests);
+  options.warmup = absl::GetFlag(FLAGS_warmup);
+  options.vocab_size = absl::GetFlag(FLAGS_vocab_size);
+  if (Given(line, "vocab_size") && options.vocab_size < 1) {
+    return UsageError("--vocab-size must be at least 1");
+  }
+  absl::StatusOr<IntRange> prompt_len =
+      ParseIntRange(absl::GetFlag(FLAGS_prompt_len), "prompt-len");
+  if (!prompt_len.ok()) return UsageError(prompt_len.status().message());
+  options.prompt_len = *prompt_len;
+  const std::string max_new_text = absl::GetFlag(FLAGS_max_new_tokens);
+  absl::StatusOr<IntRange> max_new =
+      ParseIntRange(max_new_text.empty() ? "64" : max_new_text, "max-new-tokens");
+  if (!max_new.ok()) return UsageError(max_new.status().message());
+  options.max_new_tokens = *max_new;
+  MOE_ASSIGN_OR_RETURN(options.generate, SamplingFromFlags(line));
+  options.generate.ignore_eos = Given(line, "ignore_eos") ? absl::GetFlag(FLAGS_ignore_eos) : true;
+  options.seed = SeedFlag(line);
+  command.connections = absl::GetFlag(FLAGS_connections);
+  command.wait_ready = absl::GetFlag(FLAGS_wait_ready);
+  absl::StatusOr<std::string> format = FormatFlag({"text", "json", "csv"});
+  if (!format.ok()) return format.status();
+  if (*format == "csv")
+    return UsageError("bench --generate: --format csv is not supported; use json");
+  command.format = *format;
+  return command;
+}
+
 absl::StatusOr<InferCommand> InferCommandFromFlags(const CommandLine& line) {
   InferCommand command;
   command.model = line.arguments[0];
@@ -304,9 +525,15 @@ absl::StatusOr<InferCommand> InferCommandFromFlags(const CommandLine& line) {
 }
 
 absl::StatusOr<BenchCommand> BenchCommandFromFlags(const CommandLine& line) {
+  for (const char* flag : kGenerateBenchFlags) {
+    if (Given(line, flag)) {
+      return UsageError(
+          absl::StrCat("bench: --", absl::StrReplaceAll(flag, {{"_", "-"}}), " needs --generate"));
+    }
+  }
   BenchCommand command;
   BenchOptions& options = command.options;
-  options.model = line.arguments[0];
+  MOE_ASSIGN_OR_RETURN(options.model, ModelArgument(line));
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.rate = absl::GetFlag(FLAGS_rate);
   if (line.flags_given.count("rate") > 0 && line.flags_given.count("concurrency") > 0) {
@@ -355,6 +582,17 @@ int Run(const CommandLine& line) {
   absl::StatusOr<ConnectOptions> connect = ConnectOptionsFromFlags(line);
   if (!connect.ok()) return Fail(connect.status(), target);
 
+  if (name == "bench" && absl::GetFlag(FLAGS_generate)) {
+    absl::StatusOr<GenerateBenchCommand> command = GenerateBenchCommandFromFlags(line);
+    if (!command.ok()) return Fail(command.status(), target);
+    absl::StatusOr<bool> any_ok = RunGenerateBenchCommand(*connect, *std::move(command), std::cout);
+    if (!any_ok.ok()) return Fail(any_ok.status(), target);
+    if (!*any_ok) {
+      std::cerr << "moe-client: bench --generate: no counted request completed\n";
+      return kExitFailure;
+    }
+    return kExitOk;
+  }
   if (name == "bench") {
     absl::StatusOr<BenchCommand> command = BenchCommandFromFlags(line);
     if (!command.ok()) return Fail(command.status(), target);
@@ -368,8 +606,13 @@ int Run(const CommandLine& line) {
   }
 
   std::optional<InferCommand> infer;
+  std::optional<GenerateCommand> generate;
   std::string format;
-  if (name == "infer") {
+  if (name == "generate") {
+    absl::StatusOr<GenerateCommand> command = GenerateCommandFromFlags(line);
+    if (!command.ok()) return Fail(command.status(), target);
+    generate = *std::move(command);
+  } else if (name == "infer") {
     absl::StatusOr<InferCommand> command = InferCommandFromFlags(line);
     if (!command.ok()) return Fail(command.status(), target);
     infer = *std::move(command);
@@ -402,6 +645,8 @@ int Run(const CommandLine& line) {
     status = RunDescribe(**client, line.arguments[0], format, std::cout);
   } else if (name == "infer") {
     status = RunInfer(**client, *std::move(infer), std::cout);
+  } else if (name == "generate") {
+    status = RunGenerate(**client, *generate, std::cout, std::cerr);
   }
   return status.ok() ? kExitOk : Fail(status, target);
 }

@@ -2,6 +2,7 @@
 // grpc.health.v1.Health. Blocking calls retry in the calling thread (sleeping between attempts).
 // InferAsync uses gRPC's callback API; a retry is scheduled with a grpc::Alarm, whose callback
 // runs on gRPC's executor when the back-off has passed, so no thread sleeps or blocks meanwhile.
+// Generate reads its stream in the calling thread, retrying only while nothing has arrived.
 #include "moe/client/client.h"
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "client/src/channel.h"
+#include "client/src/generate_codec.h"
 #include "client/src/retry.h"
 #include "client/src/status.h"
 #include "client/src/tensor_codec.h"
@@ -27,6 +29,7 @@ namespace moe::client {
 namespace {
 
 constexpr char kModelInfer[] = "ModelInfer";
+constexpr char kGenerate[] = "Generate";
 // WaitForReady asks this often, each question waiting at most kReadyPollTimeout.
 constexpr absl::Duration kReadyPollInterval = absl::Milliseconds(100);
 constexpr absl::Duration kReadyPollTimeout = absl::Seconds(5);
@@ -72,6 +75,10 @@ class ClientImpl final : public Client {
   void InferAsync(const std::string& model, const std::vector<InferInput>& inputs,
                   const InferOptions& options,
                   absl::AnyInvocable<void(absl::StatusOr<InferResult>)> done) override;
+  absl::StatusOr<GenerateResult> Generate(const std::string& model,
+                                          const std::vector<int32_t>& prompt_token_ids,
+                                          const GenerateOptions& options,
+                                          GenerateCallback on_chunk) override;
 
  private:
   absl::Time Deadline(std::optional<absl::Duration> timeout = std::nullopt) const {
@@ -256,6 +263,64 @@ absl::StatusOr<InferResult> ClientImpl::Infer(const std::string& model,
   return result;
 }
 
+absl::StatusOr<GenerateResult> ClientImpl::Generate(const std::string& model,
+                                                    const std::vector<int32_t>& prompt_token_ids,
+                                                    const GenerateOptions& options,
+                                                    GenerateCallback on_chunk) {
+  absl::StatusOr<moe::v1::GenerateRequest> request =
+      EncodeGenerateRequest(model, prompt_token_ids, options);
+  if (!request.ok()) return WithRpcName(kGenerate, request.status());
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = Deadline(options.timeout);
+  for (int attempt = 1;; ++attempt) {
+    GenerateResult result;
+    std::unique_ptr<grpc::ClientContext> context = NewContext(deadline);
+    std::unique_ptr<grpc::ClientReader<moe::v1::GenerateResponse>> reader =
+        moe_->Generate(context.get(), *request);
+    moe::v1::GenerateResponse response;
+    GenerateChunk chunk;
+    bool stopped = false;    // by the caller
+    absl::Status malformed;  // a message that does not hold together
+    while (reader->Read(&response)) {
+      const absl::Time now = absl::Now();
+      malformed = AddGenerateResponse(response, &chunk, &result);
+      if (!malformed.ok()) break;
+      if (chunk.token_ids.empty() && chunk.text.empty()) continue;
+      if (result.time_to_first_token == absl::ZeroDuration() && !chunk.token_ids.empty()) {
+        result.time_to_first_token = now - start;
+      }
+      if (!on_chunk(chunk)) {
+        stopped = true;
+        break;
+      }
+    }
+    if (stopped || !malformed.ok()) {
+      context->TryCancel();
+      while (reader->Read(&response)) {  // Finish wants the stream read to its end
+      }
+    }
+    const absl::Status status = FromGrpcStatus(kGenerate, reader->Finish());
+    result.total_time = absl::Now() - start;
+    if (stopped) {
+      return absl::CancelledError(absl::StrCat("Generate: stopped by the caller after ",
+                                               result.token_ids.size(), " tokens"));
+    }
+    if (!malformed.ok()) return WithRpcName(kGenerate, malformed);
+    if (status.ok()) {
+      if (result.finish_reason == FinishReason::kUnspecified) {
+        result.completion_tokens = static_cast<int32_t>(result.token_ids.size());
+      }
+      return result;
+    }
+    // The caller has seen tokens: a second attempt could repeat or change them.
+    if (result.messages > 0) return status;
+    const std::optional<absl::Duration> delay =
+        NextRetryDelay(options_.retry, attempt, status, absl::Now(), deadline, Random());
+    if (!delay.has_value()) return WithAttemptCount(status, attempt);
+    absl::SleepFor(*delay);
+  }
+}
+
 void ClientImpl::InferAsync(const std::string& model, const std::vector<InferInput>& inputs,
                             const InferOptions& options,
                             absl::AnyInvocable<void(absl::StatusOr<InferResult>)> done) {
@@ -360,6 +425,18 @@ std::string_view HealthStatusName(HealthStatus status) {
       return "SERVICE_UNKNOWN";
   }
   return "UNKNOWN";
+}
+
+std::string_view FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kUnspecified:
+      return "unspecified";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStop:
+      return "stop";
+  }
+  return "unspecified";
 }
 
 }  // namespace moe::client

@@ -4,14 +4,18 @@
 // in closed and open loop measures without errors; and failures exit with the status and
 // message a script or a person needs (server down: 1, UNAVAILABLE and the target; unknown
 // model: 1, NOT_FOUND; bad input file: 2, naming it; wrong width: 1, the server's
-// INVALID_ARGUMENT; unknown subcommand or flag: 2).
+// INVALID_ARGUMENT; unknown subcommand or flag: 2). `generate` prints exactly the reference
+// checkpoint's greedy tokens; `bench --generate` measures generation load with counts that add
+// up; their bad flags exit 2 before any connection.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -20,8 +24,10 @@
 #include "moe/v1/moe_service.pb.h"
 #include "nlohmann/json.hpp"
 #include "server/model/safetensors.h"
+#include "tests/integration/greedy_reference.h"
 #include "tests/integration/integration_util.h"
 #include "tests/integration/security_test_util.h"
+#include "tests/testing/fixtures.h"
 #include "tests/testing/scratch_dir.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/test_certificates.h"
@@ -536,6 +542,223 @@ TEST_F(ClientCliTest, WrongWidthIsTheServersInvalidArgument) {
   const Ran ran = Client({"infer", "digits", "--input", path});
   EXPECT_EQ(ran.code, 1) << ran.Describe();
   EXPECT_THAT(ran.err, AllOf(HasSubstr("INVALID_ARGUMENT"), HasSubstr("[1, 3]"), HasSubstr("64")));
+}
+
+// --- generate and bench --generate: the Mixtral reference checkpoint (and digits beside it) ---
+
+// The fixture folder of the tiny Mixtral, or the first one.
+std::string MixtralFixture() {
+  const std::vector<std::string> dirs = testing::FixtureFolders();
+  for (const std::string& dir : dirs) {
+    if (dir.find("mixtral") != std::string::npos) return dir;
+  }
+  return dirs.empty() ? "" : dirs.front();
+}
+
+std::string Joined(const std::vector<int32_t>& ids, const char* separator) {
+  return absl::StrJoin(ids, separator);
+}
+
+class ClientCliGenerateTest : public SharedServerTest<ClientCliGenerateTest> {
+ public:
+  static std::vector<std::string> ServerArgs() {
+    std::vector<std::string> args = DigitsModelFlag();
+    const std::string dir = MixtralFixture();
+    if (!dir.empty()) {
+      args.push_back("--model");
+      args.push_back(absl::StrCat(std::filesystem::path(dir).filename().string(), "=", dir));
+    }
+    return args;
+  }
+
+ protected:
+  void SetUp() override {
+    SharedServerTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_FALSE(MixtralFixture().empty()) << "no fixture in " << testing::FixturesRoot();
+    auto ref = LoadGreedyReference(MixtralFixture());
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    ref_ = *std::move(ref);
+  }
+  Ran Client(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--target", server().address()});
+    return RunClient(args);
+  }
+
+  GreedyReference ref_;
+};
+
+TEST_F(ClientCliGenerateTest, GeneratePrintsExactlyTheGreedyTokens) {
+  for (const auto& [seq, sequence] : ref_.sequences) {
+    SCOPED_TRACE(seq);
+    const std::string prompt = Joined(sequence.prompt, ",");
+    const Ran ran = Client({"generate", ref_.model, "--prompt-ids", prompt, "--max-new-tokens",
+                            absl::StrCat(kGreedyReferenceTokens), "--ignore-eos"});
+    ASSERT_EQ(ran.code, 0) << ran.Describe();
+    EXPECT_EQ(ran.out, Joined(sequence.greedy, " ") + "\n");
+    EXPECT_THAT(ran.err, AllOf(HasSubstr("finish_reason=length"),
+                               HasSubstr(absl::StrCat("prompt_tokens=", sequence.prompt.size())),
+                               HasSubstr("completion_tokens=8"), HasSubstr("ttft_ms="),
+                               HasSubstr("tokens_per_second=")));
+
+    // --model instead of the argument, one JSON object with log-probabilities.
+    const Ran json = Client({"generate", "--model", ref_.model, "--prompt-ids", prompt,
+                             "--max-new-tokens", "8", "--ignore-eos", "--logprobs", "--json"});
+    ASSERT_EQ(json.code, 0) << json.Describe();
+    const nlohmann::json answer = nlohmann::json::parse(json.out);
+    EXPECT_EQ(answer["token_ids"].get<std::vector<int32_t>>(), sequence.greedy);
+    EXPECT_EQ(answer["logprobs"].size(), sequence.greedy.size());
+    EXPECT_EQ(answer["finish_reason"], "length");
+    EXPECT_EQ(answer["completion_tokens"], 8);
+    EXPECT_GT(answer["ttft_ms"].get<double>(), 0);
+  }
+}
+
+TEST_F(ClientCliGenerateTest, GenerateStopIdsAndLogprobsInTheStream) {
+  const GreedySequence& sequence = ref_.sequences.begin()->second;
+  const Ran ran = Client({"generate", ref_.model, "--prompt-ids", Joined(sequence.prompt, ","),
+                          "--max-new-tokens", "8", "--ignore-eos", "--stop-ids",
+                          absl::StrCat(sequence.greedy[1]), "--logprobs"});
+  ASSERT_EQ(ran.code, 0) << ran.Describe();
+  const std::vector<std::string> tokens =
+      absl::StrSplit(absl::StripTrailingAsciiWhitespace(ran.out), ' ', absl::SkipEmpty());
+  ASSERT_EQ(tokens.size(), 2u) << ran.out;
+  EXPECT_THAT(tokens[0], ::testing::StartsWith(absl::StrCat(sequence.greedy[0], ":-")));
+  EXPECT_THAT(tokens[1], ::testing::StartsWith(absl::StrCat(sequence.greedy[1], ":")));
+  EXPECT_THAT(ran.err, HasSubstr("finish_reason=stop"));
+}
+
+TEST_F(ClientCliGenerateTest, GenerateServerErrorsExitOneWithTheCode) {
+  struct Case {
+    std::vector<std::string> args;
+    const char* code;
+  };
+  for (const Case& c :
+       {Case{{"generate", "nosuch", "--prompt-ids", "1,2"}, "NOT_FOUND"},
+        Case{{"generate", ref_.model, "--prompt-ids", "1,99999"}, "INVALID_ARGUMENT"},
+        Case{{"generate", kDigits, "--prompt-ids", "1,2"}, "FAILED_PRECONDITION"},
+        Case{{"bench", kDigits, "--generate", "--requests", "1"}, "FAILED_PRECONDITION"}}) {
+    const Ran ran = Client(c.args);
+    EXPECT_EQ(ran.code, 1) << absl::StrJoin(c.args, " ") << ": " << ran.Describe();
+    EXPECT_THAT(ran.err, AllOf(HasSubstr(c.code), HasSubstr(server().address())))
+        << absl::StrJoin(c.args, " ");
+  }
+}
+
+TEST_F(ClientCliGenerateTest, BenchGenerateJsonCountsAddUp) {
+  const Ran ran = Client({"bench", ref_.model, "--generate", "--concurrency", "4", "--duration",
+                          "2s", "--warmup", "0.2s", "--prompt-len", "4:32", "--max-new-tokens",
+                          "16", "--seed", "5", "--json"});
+  ASSERT_EQ(ran.code, 0) << ran.Describe();
+  const nlohmann::json report = nlohmann::json::parse(ran.out);
+  EXPECT_EQ(report["mode"], "generate");
+  EXPECT_EQ(report["concurrency"], 4);
+  EXPECT_EQ(report["vocab_size"], 512) << "read from GetModelInfo";
+  EXPECT_EQ(report["seed"], 5);
+  EXPECT_EQ(report["requests_failed"], 0);
+  EXPECT_TRUE(report["errors"].empty()) << report["errors"].dump();
+  const int64_t completed = report["requests_completed"].get<int64_t>();
+  EXPECT_GT(completed, 0);
+  EXPECT_EQ(report["output_tokens"].get<int64_t>(), completed * 16)
+      << "ignore_eos: every request generates exactly --max-new-tokens";
+  EXPECT_EQ(report["finish_reasons"]["length"], completed);
+  EXPECT_GE(report["prompt_tokens"].get<int64_t>(), completed * 4);
+  EXPECT_LE(report["prompt_tokens"].get<int64_t>(), completed * 32);
+  EXPECT_GT(report["output_tokens_per_second"].get<double>(), 0);
+  EXPECT_NEAR(report["output_tokens_per_second"].get<double>(),
+              report["output_tokens"].get<double>() / report["seconds"].get<double>(), 1e-6);
+  EXPECT_NEAR(report["seconds"].get<double>(), 2.0, 1.0);
+  EXPECT_EQ(report["ttft_count"], completed);
+  EXPECT_GT(report["itl_count"].get<int64_t>(), 0);
+  EXPECT_LE(report["itl_count"].get<int64_t>(), completed * 15);
+  for (const char* name : {"ttft", "itl", "e2e"}) {
+    const double p50 = report[absl::StrCat(name, "_p50_ms")].get<double>();
+    const double p90 = report[absl::StrCat(name, "_p90_ms")].get<double>();
+    const double p99 = report[absl::StrCat(name, "_p99_ms")].get<double>();
+    EXPECT_GE(p50, 0) << name;
+    EXPECT_LE(p50, p90) << name;
+    EXPECT_LE(p90, p99) << name;
+  }
+  EXPECT_LE(report["ttft_p50_ms"].get<double>(), report["e2e_p50_ms"].get<double>());
+}
+
+TEST_F(ClientCliGenerateTest, BenchGenerateMixedLengthsForAFixedNumberOfRequests) {
+  const Ran ran = Client({"bench", ref_.model, "--generate", "--concurrency", "3", "--requests",
+                          "30", "--warmup", "0s", "--prompt-len", "1:16", "--max-new-tokens",
+                          "4:12", "--vocab-size", "100", "--format", "json"});
+  ASSERT_EQ(ran.code, 0) << ran.Describe();
+  const nlohmann::json report = nlohmann::json::parse(ran.out);
+  EXPECT_EQ(report["requests_completed"], 30);
+  EXPECT_EQ(report["vocab_size"], 100);
+  EXPECT_GE(report["output_tokens"].get<int64_t>(), 30 * 4);
+  EXPECT_LE(report["output_tokens"].get<int64_t>(), 30 * 12);
+  EXPECT_EQ(report["max_new_tokens_min"], 4);
+  EXPECT_EQ(report["max_new_tokens_max"], 12);
+  const Ran text = Client({"bench", ref_.model, "--generate", "--requests", "5", "--warmup", "0s",
+                           "--max-new-tokens", "4"});
+  ASSERT_EQ(text.code, 0) << text.Describe();
+  EXPECT_THAT(text.out, AllOf(HasSubstr("5 completed, 0 failed"), HasSubstr("20 output ("),
+                              HasSubstr("tokens/s"), HasSubstr("ttft"), HasSubstr("itl")));
+}
+
+TEST(ClientCli, GenerateAndBenchGenerateRejectBadFlagsBeforeConnecting) {
+  // Port 1: nothing listens; a usage error must come first.
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"generate", "m"},
+        {"generate", "--prompt-ids", "1"},
+        {"generate", "m", "--model", "n", "--prompt-ids", "1"},
+        {"generate", "m", "--prompt-ids", "1,x"},
+        {"generate", "m", "--prompt-ids", "1", "--max-new-tokens", "4:8"},
+        {"generate", "m", "--prompt-ids", "1", "--max-new-tokens", "0"},
+        {"generate", "m", "--prompt-ids", "1", "--temperature", "-1"},
+        {"generate", "m", "--prompt-ids", "1", "--top-p", "1.5"},
+        {"generate", "m", "--prompt-ids", "1", "--top-k", "-1"},
+        {"generate", "m", "--prompt-ids", "1", "--stop-ids", "1,-2"},
+        {"generate", "m", "--prompt-ids", "1", "--format", "csv"},
+        {"generate", "m", "--prompt-ids", "1", "--json", "--format", "text"},
+        {"generate", "m", "--prompt-ids", "1", "--concurrency", "2"},
+        {"bench", "m", "--generate", "--rate", "5"},
+        {"bench", "m", "--generate", "--rows-per-request", "2"},
+        {"bench", "m", "--generate", "--prompt-len", "0"},
+        {"bench", "m", "--generate", "--max-new-tokens", "9:3"},
+        {"bench", "m", "--generate", "--format", "csv"},
+        {"bench", "m", "--generate", "--concurrency", "0"},
+        {"bench", "m", "--prompt-len", "8"},
+        {"bench", "m", "--max-new-tokens", "8"},
+        {"bench", "--generate"}}) {
+    std::vector<std::string> args = {"--target", "127.0.0.1:1", "--timeout", "2s"};
+    args.insert(args.end(), command.begin(), command.end());
+    const Ran ran = RunClient(args);
+    EXPECT_EQ(ran.code, 2) << absl::StrJoin(command, " ") << ": " << ran.Describe();
+    EXPECT_THAT(ran.err, Not(HasSubstr("UNAVAILABLE"))) << absl::StrJoin(command, " ");
+  }
+  const Ran help = RunClient({"generate", "--help"});
+  EXPECT_EQ(help.code, 0) << help.Describe();
+  for (const char* flag :
+       {"--prompt-ids", "--max-new-tokens", "--temperature", "--top-k", "--top-p",
+        "--repetition-penalty", "--seed", "--stop-ids", "--ignore-eos", "--logprobs", "--json"}) {
+    EXPECT_THAT(help.out, HasSubstr(flag));
+  }
+  const Ran bench = RunClient({"bench", "--help"});
+  for (const char* flag :
+       {"--generate", "--prompt-len", "--vocab-size", "output_tokens_per_second"}) {
+    EXPECT_THAT(bench.out, HasSubstr(flag));
+  }
+}
+
+TEST(ClientCli, GenerateWithTheServerDownIsUnavailableNamingTheTarget) {
+  const auto port = testing::PickFreeLoopbackPort();
+  ASSERT_TRUE(port.ok()) << port.status();
+  const std::string target = absl::StrCat("127.0.0.1:", *port);
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"generate", "m", "--prompt-ids", "1,2"},
+        {"bench", "m", "--generate", "--requests", "1"}}) {
+    std::vector<std::string> args = {"--target", target, "--timeout", "3s"};
+    args.insert(args.end(), command.begin(), command.end());
+    const Ran ran = RunClient(args);
+    EXPECT_EQ(ran.code, 1) << command[0] << ": " << ran.Describe();
+    EXPECT_THAT(ran.err, AllOf(HasSubstr("UNAVAILABLE"), HasSubstr(target))) << command[0];
+  }
 }
 
 }  // namespace

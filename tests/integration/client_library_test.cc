@@ -2,7 +2,9 @@
 // listing and description of the built-in digits model, inference typed and raw in FP32, FP16
 // and BF16 classifying the held-out digits as trained, routing outputs, the server's errors
 // carried through with their codes and messages, retries against a server that is down,
-// deadlines, many InferAsync calls in flight, a bearer token. moe-server has no TLS yet: TLS is
+// deadlines, many InferAsync calls in flight, a bearer token; Generate on every reference
+// checkpoint (the fixture's greedy tokens, streamed chunk by chunk), stopped early from its
+// callback, and its errors. moe-server has no TLS yet: TLS is
 // tested against an in-process server in tests/unit/client/client_tls_test.cc; here only that a
 // TLS client cannot talk to the plaintext server.
 #include <algorithm>
@@ -21,7 +23,9 @@
 #include "moe/client/client.h"
 #include "server/model/safetensors.h"
 #include "tests/integration/async_calls.h"
+#include "tests/integration/greedy_reference.h"
 #include "tests/integration/integration_util.h"
+#include "tests/testing/fixtures.h"
 #include "tests/testing/random.h"
 #include "tests/testing/status_matchers.h"
 
@@ -30,6 +34,10 @@ namespace {
 
 using ::moe::client::Client;
 using ::moe::client::ConnectOptions;
+using ::moe::client::FinishReason;
+using ::moe::client::GenerateChunk;
+using ::moe::client::GenerateOptions;
+using ::moe::client::GenerateResult;
 using ::moe::client::HealthStatus;
 using ::moe::client::InferInput;
 using ::moe::client::InferResult;
@@ -412,6 +420,164 @@ TEST_F(ClientLibraryQueueTest, CallDeadlinePassingInTheQueueIsDeadlineExceeded) 
   ASSERT_TRUE(calls.WaitAll());
   // The server carries on.
   MOE_EXPECT_OK(client->Infer(kSynthetic, {SyntheticRows(rng)}));
+}
+
+// --- Generate: every reference checkpoint of the fixture folder, served under its name ---
+
+class ClientGenerateTest : public SharedServerTest<ClientGenerateTest> {
+ public:
+  static std::vector<std::string> ServerArgs() {
+    std::vector<std::string> args = DigitsModelFlag();
+    for (std::string& flag : FixtureModelFlags()) args.push_back(std::move(flag));
+    return args;
+  }
+
+ protected:
+  void SetUp() override {
+    SharedServerTest::SetUp();
+    if (HasFatalFailure()) return;
+    client_ = ConnectTo(server().address());
+    ASSERT_NE(client_, nullptr);
+    ASSERT_FALSE(testing::FixtureFolders().empty()) << "no fixture in " << testing::FixturesRoot();
+    auto ref = LoadGreedyReference(testing::FixtureFolders().front());
+    ASSERT_THAT(ref, IsOk());
+    first_ = *std::move(ref);
+  }
+
+  std::unique_ptr<Client> client_;
+  GreedyReference first_;  // of the first fixture folder
+};
+
+TEST_F(ClientGenerateTest, GreedyDecodingGivesEveryFixturesReferenceTokens) {
+  for (const std::string& dir : testing::FixtureFolders()) {
+    auto ref = LoadGreedyReference(dir);
+    ASSERT_THAT(ref, IsOk()) << dir;
+    for (const auto& [seq, sequence] : ref->sequences) {
+      SCOPED_TRACE(ref->model + " " + seq);
+      std::vector<int32_t> streamed;
+      int chunks = 0;
+      auto result = client_->Generate(
+          ref->model, sequence.prompt,
+          {.max_new_tokens = kGreedyReferenceTokens, .ignore_eos = true, .logprobs = true},
+          [&](const GenerateChunk& chunk) {
+            ++chunks;
+            EXPECT_EQ(chunk.logprobs.size(), chunk.token_ids.size());
+            streamed.insert(streamed.end(), chunk.token_ids.begin(), chunk.token_ids.end());
+            return true;
+          });
+      ASSERT_THAT(result, IsOk());
+      EXPECT_EQ(result->token_ids, sequence.greedy);
+      EXPECT_EQ(streamed, sequence.greedy) << "the chunks are the tokens, in order";
+      EXPECT_GE(chunks, 1);
+      EXPECT_EQ(result->finish_reason, FinishReason::kLength);
+      EXPECT_EQ(result->completion_tokens, kGreedyReferenceTokens);
+      EXPECT_EQ(result->prompt_tokens, static_cast<int>(sequence.prompt.size()));
+      ASSERT_THAT(result->logprobs, SizeIs(kGreedyReferenceTokens));
+      for (float logprob : result->logprobs) EXPECT_LE(logprob, 0.0f);
+      EXPECT_GT(result->time_to_first_token, absl::ZeroDuration());
+      EXPECT_LE(result->time_to_first_token, result->total_time);
+      EXPECT_GT(result->server_time_to_first_token, absl::ZeroDuration());
+      EXPECT_EQ(result->preemptions, 0);
+    }
+  }
+}
+
+TEST_F(ClientGenerateTest, StopTokenAndSeededSamplingReachTheServer) {
+  const auto& [seq, sequence] = *first_.sequences.begin();
+  auto stopped = client_->Generate(first_.model, sequence.prompt,
+                                   {.max_new_tokens = kGreedyReferenceTokens,
+                                    .stop_token_ids = {sequence.greedy[2]},
+                                    .ignore_eos = true},
+                                   [](const GenerateChunk&) { return true; });
+  ASSERT_THAT(stopped, IsOk());
+  const auto stop = std::find(sequence.greedy.begin(), sequence.greedy.end(), sequence.greedy[2]);
+  EXPECT_EQ(stopped->token_ids, std::vector<int32_t>(sequence.greedy.begin(), stop + 1));
+  EXPECT_EQ(stopped->finish_reason, FinishReason::kStop);
+
+  const GenerateOptions sampled{.max_new_tokens = 16,
+                                .temperature = 1.5f,
+                                .top_k = 50,
+                                .top_p = 0.95f,
+                                .repetition_penalty = 1.2f,
+                                .seed = 4321,
+                                .ignore_eos = true};
+  auto a = client_->Generate(first_.model, sequence.prompt, sampled,
+                             [](const GenerateChunk&) { return true; });
+  auto b = client_->Generate(first_.model, sequence.prompt, sampled,
+                             [](const GenerateChunk&) { return true; });
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
+  EXPECT_EQ(a->token_ids, b->token_ids) << "the same seed, the same samples";
+  EXPECT_THAT(a->token_ids, SizeIs(16));
+}
+
+TEST_F(ClientGenerateTest, ReturningFalseFromTheCallbackCancelsTheStream) {
+  const std::vector<int32_t>& prompt = first_.sequences.begin()->second.prompt;
+  int chunks = 0;
+  const absl::Time start = absl::Now();
+  auto result = client_->Generate(first_.model, prompt, {.max_new_tokens = 400, .ignore_eos = true},
+                                  [&](const GenerateChunk& chunk) {
+                                    EXPECT_FALSE(chunk.token_ids.empty());
+                                    ++chunks;
+                                    return false;
+                                  });
+  EXPECT_THAT(result,
+              StatusIs(absl::StatusCode::kCancelled,
+                       AllOf(StartsWith("Generate: "), HasSubstr("stopped by the caller"))));
+  EXPECT_EQ(chunks, 1) << "no callback after it said stop";
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+  // The server carries on, and so does the client.
+  auto after = client_->Generate(first_.model, prompt, {.max_new_tokens = 2, .ignore_eos = true},
+                                 [](const GenerateChunk&) { return true; });
+  ASSERT_THAT(after, IsOk());
+  EXPECT_THAT(after->token_ids, SizeIs(2));
+}
+
+TEST_F(ClientGenerateTest, ErrorsCarryTheServersCodeAndMessage) {
+  int callbacks = 0;
+  auto count = [&](const GenerateChunk&) {
+    ++callbacks;
+    return true;
+  };
+  EXPECT_THAT(client_->Generate("no-such-model", {1, 2}, {}, count),
+              StatusIs(absl::StatusCode::kNotFound,
+                       AllOf(StartsWith("Generate: "), HasSubstr("no-such-model"))));
+  EXPECT_THAT(client_->Generate(kDigits, {1, 2}, {}, count),
+              StatusIs(absl::StatusCode::kFailedPrecondition, StartsWith("Generate: ")));
+  EXPECT_THAT(client_->Generate(first_.model, {1, 1 << 30}, {}, count),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outside the vocabulary")));
+  EXPECT_THAT(client_->Generate(first_.model, {1, 2}, {.max_new_tokens = 1 << 20}, count),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_new_tokens")));
+  // Found by the client: nothing is sent.
+  EXPECT_THAT(client_->Generate(first_.model, {1, 2}, {.temperature = -1}, count),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "Generate: temperature must be a "
+                       "finite number >= 0, got -1"));
+  EXPECT_THAT(client_->Generate(first_.model, {}, {}, count),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("prompt_token_ids is empty")));
+  EXPECT_EQ(callbacks, 0);
+}
+
+TEST_F(ClientGenerateTest, APassedDeadlineIsDeadlineExceeded) {
+  const std::vector<int32_t>& prompt = first_.sequences.begin()->second.prompt;
+  auto result = client_->Generate(
+      first_.model, prompt,
+      {.max_new_tokens = 400, .ignore_eos = true, .timeout = absl::Microseconds(1)},
+      [](const GenerateChunk&) { return true; });
+  EXPECT_THAT(result, StatusIs(absl::StatusCode::kDeadlineExceeded, StartsWith("Generate: ")));
+}
+
+TEST(ClientGenerateServerDownTest, RetriedWhileNothingHasArrived) {
+  auto port = testing::PickFreeLoopbackPort();
+  ASSERT_THAT(port, IsOk());
+  auto client = ConnectTo(absl::StrCat("127.0.0.1:", *port),
+                          {.retry = {.max_attempts = 3,
+                                     .initial_backoff = absl::Milliseconds(10),
+                                     .max_backoff = absl::Milliseconds(50)}});
+  ASSERT_NE(client, nullptr);
+  EXPECT_THAT(client->Generate("lm", {1, 2}, {}, [](const GenerateChunk&) { return true; }),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       AllOf(StartsWith("Generate: "), HasSubstr("(after 3 attempts)"))));
 }
 
 }  // namespace

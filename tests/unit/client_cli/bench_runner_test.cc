@@ -71,6 +71,10 @@ class FakeClient : public Client {
       done(Answer(model, inputs, call));
     });
   }
+  absl::StatusOr<GenerateResult> Generate(const std::string&, const std::vector<int32_t>&,
+                                          const GenerateOptions&, GenerateCallback) override {
+    return absl::UnimplementedError("fake");
+  }
 
   std::vector<absl::Time> sends() {
     absl::MutexLock lock(&mu_);

@@ -79,8 +79,7 @@ TEST(IncrementalDetokenizer, RandomStreamsConcatenateToTheWholeDecoding) {
   SCOPED_TRACE("seed " + std::to_string(seed) + " (MOE_TEST_SEED replays it)");
   std::mt19937_64 rng(seed);
   TableTokenizer table;
-  const std::vector<std::string> characters = {"a", "\xC3\xA9", "\xE6\x97\xA5",
-                                               "\xF0\x9F\x98\x80"};
+  const std::vector<std::string> characters = {"a", "\xC3\xA9", "\xE6\x97\xA5", "\xF0\x9F\x98\x80"};
   for (int round = 0; round < 200; ++round) {
     std::vector<int32_t> ids;
     const int n = 1 + static_cast<int>(rng() % 20);

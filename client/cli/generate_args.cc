@@ -71,4 +71,15 @@ std::vector<int32_t> RandomTokenIds(int64_t count, int64_t vocab_size, std::mt19
   return ids;
 }
 
+absl::StatusOr<Spread> ParseSpread(absl::string_view text, absl::string_view flag) {
+  if (text == "uniform") return Spread::kUniform;
+  if (text == "log-uniform") return Spread::kLogUniform;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, "=", text, ": expected uniform or log-uniform"));
+}
+
+absl::string_view SpreadName(Spread spread) {
+  return spread == Spread::kLogUniform ? "log-uniform" : "uniform";
+}
+
 }  // namespace moe::client::cli

@@ -8,7 +8,9 @@ namespace moe::client::cli {
 namespace {
 
 std::string RangeText(const IntRange& range) {
-  return range.fixed() ? absl::StrCat(range.min) : absl::StrCat(range.min, ":", range.max);
+  if (range.fixed()) return absl::StrCat(range.min);
+  return absl::StrCat(range.min, ":", range.max,
+                      range.spread == Spread::kLogUniform ? " log-uniform" : "");
 }
 
 std::string LatencyLine(absl::string_view name, const LatencySummary& l) {
@@ -79,6 +81,7 @@ std::string FormatGenerateJson(const GenerateBenchReport& r) {
       {"prompt_len_max", r.prompt_len.max},
       {"max_new_tokens_min", r.max_new_tokens.min},
       {"max_new_tokens_max", r.max_new_tokens.max},
+      {"max_new_tokens_spread", std::string(SpreadName(r.max_new_tokens.spread))},
       {"ignore_eos", r.ignore_eos},
       {"temperature", r.temperature},
       {"warmup_s", r.warmup_s},

@@ -108,6 +108,9 @@ ABSL_FLAG(std::string, prompt_ids, "", "The prompt's token ids, comma-separated:
 ABSL_FLAG(std::string, max_new_tokens, "",
           "Most tokens to generate: N (generate; default: the server's, 64), or N or MIN:MAX "
           "drawn uniformly per request (bench --generate; default 64).");
+ABSL_FLAG(std::string, max_new_tokens_spread, "uniform",
+          "bench --generate: how --max-new-tokens MIN:MAX is drawn: uniform, or log-uniform "
+          "(mostly short, a long tail, like chat traffic).");
 ABSL_FLAG(std::string, prompt_len, "32",
           "bench --generate: prompt length in tokens (random ids), N or MIN:MAX drawn uniformly "
           "per request.");
@@ -287,6 +290,7 @@ const std::vector<Subcommand>& Subcommands() {
                  {"generate", ""},
                  {"prompt_len", "N|MIN:MAX"},
                  {"max_new_tokens", "N|MIN:MAX"},
+                 {"max_new_tokens_spread", "uniform|log-uniform"},
                  {"vocab_size", "N"},
                  {"temperature", "T"},
                  {"top_k", "K"},
@@ -456,7 +460,8 @@ constexpr const char* kTensorBenchFlags[] = {"rate",          "arrival",  "rows_
                                              "max_in_flight", "priority", "header"};
 constexpr const char* kGenerateBenchFlags[] = {
     "prompt_len", "max_new_tokens",     "vocab_size", "temperature", "top_k",
-    "top_p",      "repetition_penalty", "stop_ids",   "ignore_eos",  "logprobs"};
+    "top_p",      "repetition_penalty", "stop_ids",   "ignore_eos",  "logprobs",
+    "max_new_tokens_spread"};
 
 absl::StatusOr<GenerateBenchCommand> GenerateBenchCommandFromFlags(const CommandLine& line) {
   for (const char* flag : kTensorBenchFlags) {
@@ -486,6 +491,10 @@ absl::StatusOr<GenerateBenchCommand> GenerateBenchCommandFromFlags(const Command
       ParseIntRange(max_new_text.empty() ? "64" : max_new_text, "max-new-tokens");
   if (!max_new.ok()) return UsageError(max_new.status().message());
   options.max_new_tokens = *max_new;
+  absl::StatusOr<Spread> spread =
+      ParseSpread(absl::GetFlag(FLAGS_max_new_tokens_spread), "max-new-tokens-spread");
+  if (!spread.ok()) return UsageError(spread.status().message());
+  options.max_new_tokens.spread = *spread;
   MOE_ASSIGN_OR_RETURN(options.generate, SamplingFromFlags(line));
   options.generate.ignore_eos = Given(line, "ignore_eos") ? absl::GetFlag(FLAGS_ignore_eos) : true;
   options.seed = SeedFlag(line);

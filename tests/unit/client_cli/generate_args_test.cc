@@ -2,6 +2,7 @@
 // with the flag named, and that ranges are drawn uniformly within their bounds.
 #include "client/cli/generate_args.h"
 
+#include <cmath>
 #include <map>
 #include <random>
 
@@ -92,6 +93,32 @@ TEST(ClientCliRandomTokenIds, StayBelowTheVocabularySize) {
   EXPECT_EQ(seen.size(), 10u);
   EXPECT_EQ(seen.begin()->first, 0);
   EXPECT_EQ(seen.rbegin()->first, 9);
+}
+
+TEST(ClientCliIntRange, LogUniformSpreadHasAsManyValuesPerOctaveAndStaysInRange) {
+  IntRange range{.min = 8, .max = 511, .spread = Spread::kLogUniform};
+  std::mt19937_64 rng(testing::FreshSeed());
+  std::map<int, int> octaves;  // floor(log2(value)) -> count
+  const int draws = 60000;
+  for (int i = 0; i < draws; ++i) {
+    const int64_t value = range.Draw(rng);
+    ASSERT_GE(value, 8);
+    ASSERT_LE(value, 511);
+    ++octaves[static_cast<int>(std::log2(static_cast<double>(value)))];
+  }
+  // Octaves [8,16), [16,32), ... [256,512): six of them, 1/6 of the draws each, within 5%
+  // (10,000 per octave: one standard deviation is about 91).
+  ASSERT_EQ(octaves.size(), 6u);
+  for (const auto& [octave, count] : octaves) {
+    EXPECT_NEAR(count, draws / 6, draws / 6 * 0.05) << "octave 2^" << octave;
+  }
+}
+
+TEST(ClientCliIntRange, SpreadNamesRoundTripAndOthersAreRefused) {
+  EXPECT_EQ(*ParseSpread("uniform", "s"), Spread::kUniform);
+  EXPECT_EQ(*ParseSpread("log-uniform", "s"), Spread::kLogUniform);
+  EXPECT_EQ(SpreadName(Spread::kLogUniform), "log-uniform");
+  EXPECT_FALSE(ParseSpread("normal", "max-new-tokens-spread").ok());
 }
 
 }  // namespace

@@ -61,9 +61,10 @@ class GenerateTextTest : public ::testing::Test {
     // of exactly the fixture's 512 token ids.
     std::mt19937 rng(11);
     const std::vector<std::string> syllables = {
-        "the", "qu", "ick", "bro", "wn", "fox", "ex", "per", "ts", "mix", "ture", "rou",
-        "te",  "to", "ken", "ser", "ve", "caf\xC3\xA9", "\xE6\x97\xA5", "\xE6\x9C\xAC",
-        "na",  "\xC3\xAF", "ma", "lo", "ri", "sta", "gen", "mo", "de", "ly"};
+        "the", "qu",          "ick",          "bro",          "wn", "fox",      "ex",  "per",
+        "ts",  "mix",         "ture",         "rou",          "te", "to",       "ken", "ser",
+        "ve",  "caf\xC3\xA9", "\xE6\x97\xA5", "\xE6\x9C\xAC", "na", "\xC3\xAF", "ma",  "lo",
+        "ri",  "sta",         "gen",          "mo",           "de", "ly"};
     {
       std::ofstream corpus(*dir_ + "/corpus.txt");
       for (int line = 0; line < 4000; ++line) {
@@ -77,9 +78,9 @@ class GenerateTextTest : public ::testing::Test {
       }
     }
     RunCommand(absl::StrCat("spm_train --input=", *dir_, "/corpus.txt --model_prefix=", *dir_,
-                     "/tok --vocab_size=512 --model_type=bpe --byte_fallback=true "
-                     "--character_coverage=1.0 --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 "
-                     "--minloglevel=2 2>&1"));
+                            "/tok --vocab_size=512 --model_type=bpe --byte_fallback=true "
+                            "--character_coverage=1.0 --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 "
+                            "--minloglevel=2 2>&1"));
     const std::string model = *dir_ + "/model";
     fs::create_directories(model);
     const std::string fixture = SourceDir() + "/tests/fixtures/mixtral-tiny-bf16";
@@ -108,8 +109,9 @@ class GenerateTextTest : public ::testing::Test {
 
   std::vector<int32_t> SpmEncode(const std::string& text) {
     std::vector<int32_t> ids;
-    const std::string out = RunCommand(absl::StrCat("printf '%s' ", Quoted(text), " | spm_encode --model=",
-                                             *dir_, "/tok.model --output_format=id"));
+    const std::string out =
+        RunCommand(absl::StrCat("printf '%s' ", Quoted(text), " | spm_encode --model=", *dir_,
+                                "/tok.model --output_format=id"));
     for (absl::string_view id : absl::StrSplit(out, absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
       ids.push_back(std::stoi(std::string(id)));
     }
@@ -119,8 +121,8 @@ class GenerateTextTest : public ::testing::Test {
   std::string SpmDecode(const std::vector<int32_t>& ids) {
     std::string line;
     for (int32_t id : ids) absl::StrAppend(&line, line.empty() ? "" : " ", id);
-    std::string out = RunCommand(absl::StrCat("echo ", Quoted(line), " | spm_decode --model=", *dir_,
-                                       "/tok.model --input_format=id"));
+    std::string out = RunCommand(absl::StrCat(
+        "echo ", Quoted(line), " | spm_decode --model=", *dir_, "/tok.model --input_format=id"));
     if (!out.empty() && out.back() == '\n') out.pop_back();
     return out;
   }

@@ -2,8 +2,10 @@
 # Builds and checks everything GPU-side of moe-serve on a machine with CUDA and CMake:
 # configures with the CUDA backend, builds the kernels, the engine, the GPU tests and moe-bench,
 # runs every GPU test, benchmarks the named MoE shapes on the GPU (moe-bench --backend cuda),
-# times the same layers in PyTorch when python3 has torch with CUDA (tests/gpu/torch_peer.py),
-# and prints a summary. Exit status 0 only when every step that ran passed.
+# times decode steps of the CUDA paged attention (sequences x context -> microseconds and
+# bandwidth against the copy ceiling), times the same MoE layers in PyTorch when python3 has
+# torch with CUDA (tests/gpu/torch_peer.py), and prints a summary. Exit status 0 only when every
+# step that ran passed.
 #
 # usage: tests/gpu/check.sh [options]
 #   --deps DIR        .deb files from tests/gpu/fetch_deps.sh: extracted into a private prefix
@@ -204,6 +206,7 @@ if ((bench)) && [[ -n $no_device ]]; then
   record "moe-bench cuda" SKIP 0 "$no_device"
   record "moe-bench cuda expert timing" SKIP 0 "$no_device"
   record "torch peer (bf16)" SKIP 0 "$no_device"
+  record "paged attention decode bench" SKIP 0 "$no_device"
 elif ((bench)); then
   for dtype in ${dtypes//,/ }; do
     log=$logs/bench-cuda-$dtype.log
@@ -221,6 +224,18 @@ elif ((bench)); then
     record "moe-bench cuda expert timing" PASS "$elapsed" "bf16, T=$tokens: profiled vs normal pass"
   else
     record "moe-bench cuda expert timing" FAIL "$elapsed" "see $log"
+  fi
+  # Decode steps of the paged attention: the benchmark is a disabled test of the GPU test
+  # binary; its '| ' lines are the table.
+  raw=$logs/paged-attention-bench-output.log
+  if run_logged "$raw" "$build_dir/tests/gpu/cuda_paged_attention_test" --gtest_color=no \
+      --gtest_also_run_disabled_tests \
+      --gtest_filter='PagedAttentionBenchmark.DISABLED_DecodeBenchmark' &&
+     grep -q '^| ' "$raw"; then
+    sed -n 's/^| //p' "$raw" >"$logs/bench-paged-attention-decode.log"
+    record "paged attention decode bench" PASS "$elapsed" "f32/bf16 cache, H=32 KV=8 hd=128"
+  else
+    record "paged attention decode bench" FAIL "$elapsed" "see $raw"
   fi
   if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
       >/dev/null 2>&1; then

@@ -33,7 +33,7 @@ class Tokenizer {
 // the file when it is there but not a SentencePiece model, or when its vocabulary is larger
 // than the model's (`model_vocab_size`).
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerIfPresent(const std::string& dir,
-                                                                   int64_t model_vocab_size);
+                                                                  int64_t model_vocab_size);
 
 // Turns a stream of generated ids into a stream of text: each call returns the text the new ids
 // add. Decoding the whole sequence each time and emitting the difference keeps SentencePiece's

@@ -459,9 +459,9 @@ constexpr const char* kTensorBenchFlags[] = {"rate",          "arrival",  "rows_
                                              "wire",          "raw",      "typed",
                                              "max_in_flight", "priority", "header"};
 constexpr const char* kGenerateBenchFlags[] = {
-    "prompt_len", "max_new_tokens",     "vocab_size", "temperature", "top_k",
-    "top_p",      "repetition_penalty", "stop_ids",   "ignore_eos",  "logprobs",
-    "max_new_tokens_spread"};
+    "prompt_len", "max_new_tokens", "vocab_size",           "temperature",
+    "top_k",      "top_p",          "repetition_penalty",   "stop_ids",
+    "ignore_eos", "logprobs",       "max_new_tokens_spread"};
 
 absl::StatusOr<GenerateBenchCommand> GenerateBenchCommandFromFlags(const CommandLine& line) {
   for (const char* flag : kTensorBenchFlags) {

@@ -28,7 +28,9 @@ void* moe_spm_load(const char* path, moe_spm_sink error, void* error_context) {
   return processor;
 }
 
-void moe_spm_free(void* model) { delete static_cast<sentencepiece::SentencePieceProcessor*>(model); }
+void moe_spm_free(void* model) {
+  delete static_cast<sentencepiece::SentencePieceProcessor*>(model);
+}
 
 int32_t moe_spm_piece_count(const void* model) {
   return static_cast<const sentencepiece::SentencePieceProcessor*>(model)->GetPieceSize();

@@ -53,10 +53,9 @@ absl::StatusOr<const Bridge*> LoadBridge() {
     void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (handle == nullptr) {
       const char* why = dlerror();
-      return new absl::StatusOr<Bridge>(absl::FailedPreconditionError(
-          absl::StrCat("cannot load the SentencePiece module ", path, ": ",
-                       why != nullptr ? why : "unknown error",
-                       " (set MOE_SENTENCEPIECE_MODULE to its path)")));
+      return new absl::StatusOr<Bridge>(absl::FailedPreconditionError(absl::StrCat(
+          "cannot load the SentencePiece module ", path, ": ",
+          why != nullptr ? why : "unknown error", " (set MOE_SENTENCEPIECE_MODULE to its path)")));
     }
     Bridge bridge;
     bridge.load = reinterpret_cast<decltype(bridge.load)>(dlsym(handle, "moe_spm_load"));
@@ -83,8 +82,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   absl::StatusOr<std::vector<int32_t>> Encode(const std::string& text) const override {
     std::string bytes, error;
-    if (!bridge_->encode(model_, text.data(), text.size(), &AppendTo, &bytes, &AppendTo,
-                         &error)) {
+    if (!bridge_->encode(model_, text.data(), text.size(), &AppendTo, &bytes, &AppendTo, &error)) {
       return absl::InvalidArgumentError(absl::StrCat("cannot tokenize: ", error));
     }
     std::vector<int32_t> ids(bytes.size() / sizeof(int32_t));
@@ -102,8 +100,7 @@ class SentencePieceTokenizer final : public Tokenizer {
       if (id >= 0 && id < pieces) known.push_back(id);
     }
     std::string text, error;
-    if (!bridge_->decode(model_, known.data(), known.size(), &AppendTo, &text, &AppendTo,
-                         &error)) {
+    if (!bridge_->decode(model_, known.data(), known.size(), &AppendTo, &text, &AppendTo, &error)) {
       return absl::InternalError(absl::StrCat("cannot detokenize: ", error));
     }
     return text;
@@ -124,7 +121,7 @@ constexpr char kReplacement[] = "\xEF\xBF\xBD";
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerIfPresent(const std::string& dir,
-                                                                   int64_t model_vocab_size) {
+                                                                  int64_t model_vocab_size) {
   const fs::path path = fs::path(dir) / "tokenizer.model";
   std::error_code missing;
   if (!fs::exists(path, missing)) return std::unique_ptr<Tokenizer>();

@@ -8,7 +8,8 @@
 #   scripts/fuzz.sh --target config_json_fuzzer --seconds 600
 #
 # Options: --seconds N (per target, default 20), --target NAME (repeatable; default all).
-# Environment: BUILD_DIR (default build-fuzz), BUILD_JOBS (default nproc).
+# Environment: BUILD_DIR (default build-fuzz; scripts/test.sh passes build-asan, the ASan job's
+# tree, which holds the fuzz targets too), BUILD_JOBS (default nproc).
 # Inputs found along the way accumulate in $BUILD_DIR/fuzz-corpus/<target> (kept between runs);
 # crashing inputs are written to $BUILD_DIR/fuzz-artifacts/<target>/.
 set -euo pipefail

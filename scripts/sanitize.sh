@@ -49,6 +49,16 @@ cpus=$(nproc)
 jobs=${BUILD_JOBS:-$cpus}
 
 generator=()
+compilers=()
+fuzzers=()
+if [[ $job == asan ]]; then
+  # The ASan job's tree also holds the fuzz targets (same instrumentation plus libFuzzer's
+  # coverage, clang only), so that the fuzz run (scripts/fuzz.sh --build build-asan) needs no
+  # build of its own.
+  compilers=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++)
+  fuzzers=(-DMOE_BUILD_FUZZERS=ON)
+  export CC=clang CXX=clang++
+fi
 if [[ ! -f $build_dir/CMakeCache.txt ]]; then
   command -v ninja >/dev/null 2>&1 || {
     echo "sanitize: needs ninja (scripts/setup.sh installs ninja-build)" >&2
@@ -56,9 +66,9 @@ if [[ ! -f $build_dir/CMakeCache.txt ]]; then
   }
   generator=(-G Ninja)
 fi
-cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+cmake -S . -B "$build_dir" "${generator[@]}" "${compilers[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMOE_SANITIZE="$sanitize" -DMOE_CUDA=OFF -DMOE_BUILD_BENCH=OFF -DMOE_BUILD_TESTS=ON \
-  -DMOE_BUILD_SERVER=ON
+  -DMOE_BUILD_SERVER=ON "${fuzzers[@]}"
 build_dir=$(cd "$build_dir" && pwd)
 grep -q '^CMAKE_GENERATOR:INTERNAL=Ninja$' "$build_dir/CMakeCache.txt" || {
   echo "sanitize: $build_dir was configured with another generator than Ninja; remove it" >&2
@@ -97,8 +107,9 @@ case $job in
     export UBSAN_OPTIONS="log_path=$reports/ubsan:halt_on_error=1:print_stacktrace=1"
     export LSAN_OPTIONS="suppressions=$repo/tests/sanitizers/lsan.supp:print_suppressions=0"
     # tests/client_package builds a consumer of the installed (sanitized) client library: it
-    # must link the same runtime. CMake reads these when it configures that fresh project.
-    export CXXFLAGS="-fsanitize=$sanitize" LDFLAGS="-fsanitize=$sanitize -static-libubsan"
+    # must use the same compiler and runtime. CMake reads these (and CC/CXX) when it
+    # configures that fresh project.
+    export CXXFLAGS="-fsanitize=$sanitize" LDFLAGS="-fsanitize=$sanitize"
     ctest_args=(-L 'unit|integration')
     status=0
     run_ctest "$build_dir" || status=1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the whole test suite: packages, build, then every test (unit,
-# fixtures, format check). GPU tests run when a GPU is present and skip, saying so, when not.
-# MOE_SANITIZERS=1 adds the sanitizer jobs (scripts/sanitize.sh).
+# fixtures, format check), then the sanitizer jobs (scripts/sanitize.sh) and a short fuzz run
+# (scripts/fuzz.sh, 20 s per target). GPU tests run when a GPU is present and skip, saying so,
+# when not. MOE_SKIP_SANITIZERS=1 leaves out the sanitizer and fuzz jobs (a quick local run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -14,10 +15,11 @@ if [[ -z "${MOE_REQUIRE_CUDA:-}" ]] && command -v nvidia-smi >/dev/null 2>&1 &&
   export MOE_REQUIRE_CUDA=1
 fi
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j "$(nproc)" --timeout 900
-# The sanitizer jobs, each in a build directory of its own (build-asan, build-tsan): ASan + UBSan
-# over the unit and integration tests, TSan over the scheduler and server tests. Opt-in until
-# the TSan job runs clean (docs/RELIABILITY.md says where it stands).
-if [[ "${MOE_SANITIZERS:-}" == 1 ]]; then
+# Then the sanitizer jobs, each in a build directory of its own (build-asan, build-tsan):
+# ASan + UBSan over the unit and integration tests, TSan over the scheduler and server tests,
+# and every fuzz target for 20 s, built in the ASan job's tree (docs/RELIABILITY.md).
+if [[ "${MOE_SKIP_SANITIZERS:-}" != 1 ]]; then
   scripts/sanitize.sh asan
   scripts/sanitize.sh tsan
+  BUILD_DIR=build-asan scripts/fuzz.sh --seconds 20
 fi

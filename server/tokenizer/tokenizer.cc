@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/sanitizer_build.h"
 #include "server/tokenizer/sentencepiece_bridge.h"
 
 #include <dlfcn.h>
@@ -35,7 +36,7 @@ void AppendTo(void* context, const char* data, size_t size) {
 // The module, loaded once: $MOE_SENTENCEPIECE_MODULE, else beside the executable (the build
 // tree and the install both put it there).
 absl::StatusOr<const Bridge*> LoadBridge() {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if MOE_SANITIZER_BUILD
   // The sanitizers' dlopen refuses RTLD_DEEPBIND (and without it the module's protobuf clashes
   // with gRPC's): sanitizer builds serve token ids only.
   return absl::FailedPreconditionError(

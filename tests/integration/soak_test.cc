@@ -23,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "server/common/sanitizer_build.h"
 #include "tests/integration/async_calls.h"
 #include "tests/integration/in_process_model.h"
 #include "tests/integration/integration_util.h"
@@ -40,11 +41,7 @@ constexpr int kQueueLimit = 8;
 constexpr char kDropped[] = "dropped";  // the built-in model again, for disconnecting clients
 
 // The server under test is built like this test (scripts/sanitize.sh builds both).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitizerBuild = true;
-#else
-constexpr bool kSanitizerBuild = false;
-#endif
+constexpr bool kSanitizerBuild = MOE_SANITIZER_BUILD;
 
 absl::Duration SoakDuration() {
   const char* seconds = std::getenv("MOE_SOAK_SECONDS");

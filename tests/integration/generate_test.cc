@@ -104,28 +104,40 @@ moe::v1::GenerateRequest Greedy(const std::string& model, const std::vector<int3
   return request;
 }
 
-class GenerateTest : public SharedServerTest<GenerateTest> {
- public:
-  static std::vector<std::string> ServerArgs() {
-    std::vector<std::string> args = DigitsModelFlag();
-    for (const std::string& dir : testing::FixtureFolders()) {
-      args.push_back("--model");
-      args.push_back(absl::StrCat(std::filesystem::path(dir).filename().string(), "=", dir));
-    }
-    args.push_back("--max-batch-tokens=64");
-    return args;
+// "--model NAME=DIR" for every fixture folder, served under the folder's name.
+std::vector<std::string> FixtureModelFlags() {
+  std::vector<std::string> args;
+  for (const std::string& dir : testing::FixtureFolders()) {
+    args.push_back("--model");
+    args.push_back(absl::StrCat(std::filesystem::path(dir).filename().string(), "=", dir));
   }
+  return args;
+}
 
+// A suite's shared server with the moe.v1 stub and a /metrics scrape.
+template <typename Derived>
+class GenerateServerTest : public SharedServerTest<Derived> {
  protected:
   void SetUp() override {
-    SharedServerTest::SetUp();
-    moe_ = moe::v1::MoEService::NewStub(server().channel());
+    SharedServerTest<Derived>::SetUp();
+    moe_ = moe::v1::MoEService::NewStub(this->server().channel());
   }
   static std::string Scrape() {
-    absl::StatusOr<std::string> text = testing::HttpGet(server().metrics_port(), "/metrics");
+    absl::StatusOr<std::string> text =
+        testing::HttpGet(SharedServerTest<Derived>::server().metrics_port(), "/metrics");
     return text.ok() ? *text : std::string(text.status().message());
   }
   std::unique_ptr<moe::v1::MoEService::Stub> moe_;
+};
+
+class GenerateTest : public GenerateServerTest<GenerateTest> {
+ public:
+  static std::vector<std::string> ServerArgs() {
+    std::vector<std::string> args = DigitsModelFlag();
+    for (std::string& flag : FixtureModelFlags()) args.push_back(std::move(flag));
+    args.push_back("--max-batch-tokens=64");
+    return args;
+  }
 };
 
 TEST_F(GenerateTest, FixtureFoldersExist) {
@@ -283,29 +295,14 @@ TEST_F(GenerateTest, BadRequestsAreInvalidArgumentNamingTheProblem) {
 
 // A KV cache of about 100 KB per model (8 to 12 blocks of 16 tokens): any one request fits,
 // two dozen concurrent ones do not, so sequences are preempted and recomputed.
-class GenerateUnderPressureTest : public SharedServerTest<GenerateUnderPressureTest> {
+class GenerateUnderPressureTest : public GenerateServerTest<GenerateUnderPressureTest> {
  public:
   static std::vector<std::string> ServerArgs() {
-    std::vector<std::string> args;
-    for (const std::string& dir : testing::FixtureFolders()) {
-      args.push_back("--model");
-      args.push_back(absl::StrCat(std::filesystem::path(dir).filename().string(), "=", dir));
-    }
+    std::vector<std::string> args = FixtureModelFlags();
     args.push_back("--kv-cache-bytes=100000");
     args.push_back("--max-batch-tokens=64");
     return args;
   }
-
- protected:
-  void SetUp() override {
-    SharedServerTest::SetUp();
-    moe_ = moe::v1::MoEService::NewStub(server().channel());
-  }
-  static std::string Scrape() {
-    absl::StatusOr<std::string> text = testing::HttpGet(server().metrics_port(), "/metrics");
-    return text.ok() ? *text : std::string(text.status().message());
-  }
-  std::unique_ptr<moe::v1::MoEService::Stub> moe_;
 };
 
 TEST_F(GenerateUnderPressureTest, ConcurrentMixedStreamsGetWhatEachGetsAloneThoughPreempted) {

@@ -110,8 +110,13 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
   std::optional<FdCloser> write_closer(std::in_place, exec_error_pipe[1]);
 
   const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", ErrnoText(errno)));
+  // vfork, not fork: fork runs the pthread_atfork handlers in the child, and in a test process
+  // full of threads that deadlocks. (LLVM's OpenMP runtime allocates in its child handler, and
+  // under ASan the allocator's lock may be held by another thread at the moment of the fork;
+  // OpenBLAS's handler waits for its workers.) A vfork child runs no handler and, until exec,
+  // only makes system calls, as posix_spawn's does.
+  const pid_t pid = vfork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("vfork: ", ErrnoText(errno)));
   if (pid == 0) {
     // The child. The kernel sends it SIGKILL when the test process dies (a crash, an abort, a
     // SIGKILL from ctest's timeout), so that no server outlives its test binary. The parent

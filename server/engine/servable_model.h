@@ -17,8 +17,8 @@ struct ModelDescription {
   std::string name;          // the name it is served under
   std::string architecture;  // "MoEMLP", "MixtralForCausalLM", ...
   std::string family;        // "moe_mlp", "mixtral", ...
-  // A model the tensor API can run; decoder LMs are described but refused until generation
-  // exists, with `not_servable_reason` saying why.
+  // A model the tensor API (ModelInfer) can run. Decoder LMs generate through moe.v1.Generate
+  // instead; ModelInfer refuses them with `not_servable_reason`.
   bool tensor_servable = false;
   std::string not_servable_reason;
 

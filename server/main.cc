@@ -116,7 +116,10 @@ ABSL_FLAG(int64_t, max_running_sequences, 256,
           "Language models: most sequences generating at once (they share every forward pass).");
 ABSL_FLAG(std::string, generation_batching, "continuous",
           "Language models: 'continuous' (iteration-level: sequences join and leave at every "
-          "step) or 'static' (a batch runs until all its sequences finish; for comparison).");
+          "step). For comparison only: 'static' (a batch is admitted together and runs as one "
+          "[batch, length] tensor, finished sequences padded, until its longest sequence "
+          "finishes; all its streams end then) or 'static-early-exit' (the same admission, but "
+          "a sequence leaves as soon as it finishes).");
 ABSL_FLAG(std::string, log_level, "info",
           "Least severe log level written: debug, info, "
           "warning or error.");
@@ -166,7 +169,7 @@ const std::vector<FlagUsage> kFlagUsage = {
     {"kv_block_tokens", "N"},
     {"max_model_len", "N"},
     {"max_running_sequences", "N"},
-    {"generation_batching", "continuous|static"},
+    {"generation_batching", "continuous|static|static-early-exit"},
     {"log_level", "LEVEL"},
 };
 
@@ -188,11 +191,12 @@ absl::StatusOr<scheduler::GenerationOptions> GenerationOptionsFromFlags(
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   options.kv_block_tokens = absl::GetFlag(FLAGS_kv_block_tokens);
   const std::string batching = absl::GetFlag(FLAGS_generation_batching);
-  if (batching != "continuous" && batching != "static") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--generation-batching must be 'continuous' or 'static', got '", batching, "'"));
+  if (!scheduler::ParseGenerationBatching(batching, &options.batching)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--generation-batching must be 'continuous', 'static' or "
+                     "'static-early-exit', got '",
+                     batching, "'"));
   }
-  options.static_batching = batching == "static";
   if (options.max_running_sequences < 1) {
     return absl::InvalidArgumentError("--max-running-sequences must be at least 1");
   }
@@ -556,14 +560,15 @@ int Run(int argc, char** argv) {
             1);
       }
       generator = std::move(*created);
-      common::LogInfo("generation",
-                      {{"model", spec.name},
-                       {"batching", options.static_batching ? "static" : "continuous"},
-                       {"max_model_len", absl::StrCat(generator->max_model_len())},
-                       {"kv_cache_blocks", absl::StrCat(generator->kv_total_blocks())},
-                       {"kv_block_tokens", absl::StrCat(options.kv_block_tokens)},
-                       {"tokenizer", text_tokenizer != nullptr ? text_tokenizer->source()
-                                                               : std::string("none (token ids)")}});
+      common::LogInfo(
+          "generation",
+          {{"model", spec.name},
+           {"batching", std::string(scheduler::GenerationBatchingName(options.batching))},
+           {"max_model_len", absl::StrCat(generator->max_model_len())},
+           {"kv_cache_blocks", absl::StrCat(generator->kv_total_blocks())},
+           {"kv_block_tokens", absl::StrCat(options.kv_block_tokens)},
+           {"tokenizer", text_tokenizer != nullptr ? text_tokenizer->source()
+                                                   : std::string("none (token ids)")}});
     }
     if (absl::Status loaded = registry.SetLoaded(spec.name, std::move(*scheduler),
                                                  std::move(generator), std::move(text_tokenizer));

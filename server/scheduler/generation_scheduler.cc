@@ -25,9 +25,34 @@ struct GenerationScheduler::Sequence {
   std::vector<int32_t> tokens;  // prompt + generated; those past kv.length() are pending
   int64_t generated = 0;
   int64_t preemptions = 0;
+  // Static batching: why it finished, while it waits (a padding row) for its batch to end.
+  FinishReason done = FinishReason::kNone;
   absl::Time first_token_time = absl::InfinitePast();
   absl::Time last_token_time = absl::InfinitePast();
 };
+
+bool ParseGenerationBatching(std::string_view text, GenerationBatching* batching) {
+  for (GenerationBatching candidate : {GenerationBatching::kContinuous, GenerationBatching::kStatic,
+                                       GenerationBatching::kStaticEarlyExit}) {
+    if (text == GenerationBatchingName(candidate)) {
+      *batching = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string_view GenerationBatchingName(GenerationBatching batching) {
+  switch (batching) {
+    case GenerationBatching::kContinuous:
+      return "continuous";
+    case GenerationBatching::kStatic:
+      return "static";
+    case GenerationBatching::kStaticEarlyExit:
+      return "static-early-exit";
+  }
+  return "unknown";
+}
 
 namespace {
 
@@ -214,14 +239,11 @@ void GenerationScheduler::PublishGauges() {
 void GenerationScheduler::Loop() {
   std::vector<Sequence*> step;
   std::vector<int64_t> step_tokens;
-  std::vector<std::unique_ptr<Sequence>> cancelled;
+  std::vector<Ending> ended;
   while (true) {
-    const bool go_on = PlanNextStep(&step, &step_tokens, &cancelled);
-    for (auto& sequence : cancelled) {
-      Finish(std::move(sequence), absl::CancelledError("generation cancelled by the client"),
-             FinishReason::kNone);
-    }
-    cancelled.clear();
+    const bool go_on = PlanNextStep(&step, &step_tokens, &ended);
+    for (Ending& ending : ended) Finish(std::move(ending.sequence), ending.status, ending.reason);
+    ended.clear();
     if (!go_on) break;
     if (!step.empty()) RunStep(step, step_tokens);
   }
@@ -230,7 +252,7 @@ void GenerationScheduler::Loop() {
 
 bool GenerationScheduler::PlanNextStep(std::vector<Sequence*>* step,
                                        std::vector<int64_t>* step_tokens,
-                                       std::vector<std::unique_ptr<Sequence>>* cancelled) {
+                                       std::vector<Ending>* ended) {
   step->clear();
   step_tokens->clear();
   absl::MutexLock lock(&mu_);
@@ -244,7 +266,9 @@ bool GenerationScheduler::PlanNextStep(std::vector<Sequence*>* step,
     for (auto it = running_.begin(); it != running_.end();) {
       if (cancel_running_.contains((*it)->id)) {
         (*it)->kv.Release();
-        cancelled->push_back(std::move(*it));
+        ended->push_back({std::move(*it),
+                          absl::CancelledError("generation cancelled by the client"),
+                          FinishReason::kNone});
         it = running_.erase(it);
         ++stats_.cancelled;
       } else {
@@ -259,7 +283,7 @@ bool GenerationScheduler::PlanNextStep(std::vector<Sequence*>* step,
   input.block_tokens = cache_->block_tokens();
   input.max_batch_tokens = options_.max_batch_tokens;
   input.max_running = options_.max_running_sequences;
-  input.admit = !options_.static_batching || running_.empty();
+  input.admit = options_.batching == GenerationBatching::kContinuous || running_.empty();
   for (const auto& sequence : running_) {
     input.running.push_back({sequence->kv.length(), static_cast<int64_t>(sequence->tokens.size()),
                              sequence->kv.num_blocks()});
@@ -289,6 +313,13 @@ bool GenerationScheduler::PlanNextStep(std::vector<Sequence*>* step,
   for (size_t index : plan.preempted) {
     std::unique_ptr<Sequence> victim = std::move(running_[index]);
     victim->kv.Release();
+    if (victim->done != FinishReason::kNone) {
+      // A padding row of a static batch: its sequence has finished, nothing to recompute.
+      const FinishReason reason = victim->done;
+      ++stats_.completed;
+      ended->push_back({std::move(victim), absl::OkStatus(), reason});
+      continue;
+    }
     ++victim->preemptions;
     ++stats_.preemptions;
     if (metrics_ != nullptr) metrics_->RecordPreemption();
@@ -303,7 +334,12 @@ bool GenerationScheduler::PlanNextStep(std::vector<Sequence*>* step,
     common::LogError(
         "generation scheduler made no progress",
         {{"running", absl::StrCat(running_.size())}, {"waiting", absl::StrCat(waiting_.size())}});
-    for (auto& sequence : running_) cancelled->push_back(std::move(sequence));
+    for (auto& sequence : running_) {
+      ended->push_back({std::move(sequence),
+                        absl::InternalError("the generation scheduler made no progress"),
+                        FinishReason::kNone});
+    }
+    stats_.failed += static_cast<int64_t>(running_.size());
     running_.clear();
   }
   step_running_ = !step->empty();
@@ -325,8 +361,7 @@ void GenerationScheduler::RunStep(const std::vector<Sequence*>& step,
     const int64_t start = sequence->kv.length();
     if (!sequence->kv.Reserve(start + step_tokens[i])) {
       // The planner counted the blocks; a failure here is a bug, contained to this sequence.
-      FinishRunning(sequence, absl::InternalError("KV-cache reservation failed"),
-                    FinishReason::kNone);
+      FailRunning(sequence, absl::InternalError("KV-cache reservation failed"));
       continue;
     }
     engine::DecoderChunk chunk;
@@ -390,19 +425,55 @@ void GenerationScheduler::RunStep(const std::vector<Sequence*>& step,
     const absl::Status failure = absl::InternalError(
         absl::StrCat("engine failure on a forward pass of ", tokens, " tokens (", chunks.size(),
                      " sequences) of model '", options_.model_name, "': ", status.message()));
-    for (Sequence* sequence : stepped) FinishRunning(sequence, failure, FinishReason::kNone);
+    for (Sequence* sequence : stepped) FailRunning(sequence, failure);
+    EndBatchIfDone();
     return;
   }
 
+  int64_t padding = 0;
   for (size_t i = 0; i < stepped.size(); ++i) {
     Sequence* sequence = stepped[i];
+    if (sequence->done != FinishReason::kNone) {  // a padding row: its output is discarded
+      ++padding;
+      if (!PadNext(*sequence)) FinishRunning(sequence, absl::OkStatus(), sequence->done);
+      continue;
+    }
     // A prompt chunk that left tokens pending samples nothing yet.
     if (sequence->kv.length() < static_cast<int64_t>(sequence->tokens.size())) continue;
     const float* row = logits_.data() + i * static_cast<size_t>(vocab);
-    if (const FinishReason reason = SampleNext(*sequence, row); reason != FinishReason::kNone) {
-      FinishRunning(sequence, absl::OkStatus(), reason);
+    const FinishReason reason = SampleNext(*sequence, row);
+    if (reason == FinishReason::kNone) continue;
+    if (options_.batching == GenerationBatching::kStatic) {
+      sequence->done = reason;
+      if (PadNext(*sequence)) continue;
+    }
+    FinishRunning(sequence, absl::OkStatus(), reason);
+  }
+  if (padding > 0) {
+    absl::MutexLock lock(&mu_);
+    stats_.padding_tokens += padding;
+  }
+  EndBatchIfDone();
+}
+
+bool GenerationScheduler::PadNext(Sequence& sequence) {
+  if (static_cast<int64_t>(sequence.tokens.size()) >= max_model_len_) return false;
+  // Any token costs the same pass; repeating the last one keeps it inside the vocabulary.
+  sequence.tokens.push_back(sequence.tokens.back());
+  return true;
+}
+
+void GenerationScheduler::EndBatchIfDone() {
+  if (options_.batching != GenerationBatching::kStatic) return;
+  std::vector<Sequence*> batch;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& sequence : running_) {
+      if (sequence->done == FinishReason::kNone) return;
+      batch.push_back(sequence.get());
     }
   }
+  for (Sequence* sequence : batch) FinishRunning(sequence, absl::OkStatus(), sequence->done);
 }
 
 FinishReason GenerationScheduler::SampleNext(Sequence& sequence, const float* logits) {
@@ -460,6 +531,15 @@ void GenerationScheduler::FinishRunning(Sequence* sequence, const absl::Status& 
     }
   }
   Finish(std::move(owned), status, reason);
+}
+
+void GenerationScheduler::FailRunning(Sequence* sequence, const absl::Status& failure) {
+  // A padding row's sequence has already finished well; the failure is not its own.
+  if (sequence->done != FinishReason::kNone) {
+    FinishRunning(sequence, absl::OkStatus(), sequence->done);
+  } else {
+    FinishRunning(sequence, failure, FinishReason::kNone);
+  }
 }
 
 void GenerationScheduler::Finish(std::unique_ptr<Sequence> sequence, const absl::Status& status,

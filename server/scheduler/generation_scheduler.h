@@ -10,6 +10,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -25,6 +26,24 @@
 
 namespace moe::scheduler {
 
+// How sequences share forward passes. Continuous is what serving uses; the static policies are
+// the baselines the generation benchmark compares it with.
+enum class GenerationBatching {
+  // Iteration-level: sequences join at the next pass and leave as soon as they finish.
+  kContinuous,
+  // Classic static batching, as a fixed [batch, length] tensor runs: a batch is admitted only
+  // when the previous one has ended, every sequence keeps its row (a padding token computed
+  // and discarded at each pass, nothing more streamed) until the longest has finished, and all
+  // of the batch's streams end together.
+  kStatic,
+  // Static admission, but a sequence leaves (stream ended, blocks freed) as soon as it finishes.
+  kStaticEarlyExit,
+};
+
+// "continuous", "static", "static-early-exit"; false for anything else.
+bool ParseGenerationBatching(std::string_view text, GenerationBatching* batching);
+std::string_view GenerationBatchingName(GenerationBatching batching);
+
 struct GenerationOptions {
   std::string model_name;               // for logs and errors
   int64_t max_batch_tokens = 512;       // tokens in one forward pass (--max-batch-tokens)
@@ -33,9 +52,8 @@ struct GenerationOptions {
   int64_t max_model_len = 0;            // prompt + generated, at most; 0: the model's context
   uint64_t kv_cache_bytes = 0;          // the KV-cache pool (--kv-cache-bytes)
   int64_t kv_block_tokens = 16;
-  // The benchmark's baseline: a batch is admitted only when the previous one has finished
-  // entirely (static batching), of at most max_running_sequences sequences.
-  bool static_batching = false;
+  // Static batches hold at most max_running_sequences sequences.
+  GenerationBatching batching = GenerationBatching::kContinuous;
 };
 
 struct GenerationStats {
@@ -43,7 +61,8 @@ struct GenerationStats {
   int64_t step_tokens = 0;  // tokens run through the model
   int64_t max_step_sequences = 0;
   int64_t generated_tokens = 0;
-  int64_t completed = 0;  // finished with a finish reason
+  int64_t padding_tokens = 0;  // static batching: rows of finished sequences, computed, discarded
+  int64_t completed = 0;       // finished with a finish reason
   int64_t cancelled = 0;
   int64_t failed = 0;
   int64_t rejected_full = 0;
@@ -95,6 +114,12 @@ class GenerationScheduler {
 
  private:
   struct Sequence;
+  // A sequence taken out of the scheduler, to be finished outside the lock.
+  struct Ending {
+    std::unique_ptr<Sequence> sequence;
+    absl::Status status;
+    FinishReason reason;
+  };
 
   GenerationScheduler(std::unique_ptr<engine::DecoderModel> model,
                       std::unique_ptr<engine::KvCache> cache, const GenerationOptions& options,
@@ -103,15 +128,23 @@ class GenerationScheduler {
   void Loop();
   // Waits for work, applies cancellations, plans the next pass and moves sequences between
   // the waiting queue and the running set accordingly. False when the thread should exit.
+  // Sequences it ends (cancelled, or padding rows it cannot keep) go to `ended`.
   bool PlanNextStep(std::vector<Sequence*>* step, std::vector<int64_t>* step_tokens,
-                    std::vector<std::unique_ptr<Sequence>>* cancelled);
+                    std::vector<Ending>* ended);
   void RunStep(const std::vector<Sequence*>& step, const std::vector<int64_t>& step_tokens);
   // Samples the next token of a sequence whose pending tokens have all run and hands it to the
   // sink; says whether (and why) the sequence is done.
   FinishReason SampleNext(Sequence& sequence, const float* logits);
+  // Static batching: a finished sequence keeps its row. Appends its next padding token, or
+  // says it cannot (the row would pass max_model_len).
+  bool PadNext(Sequence& sequence);
+  // Static batching: once every running sequence has finished, the batch ends together.
+  void EndBatchIfDone();
   // Ends a sequence: releases its blocks, tells the sink, forgets it.
   void Finish(std::unique_ptr<Sequence> sequence, const absl::Status& status, FinishReason reason);
   void FinishRunning(Sequence* sequence, const absl::Status& status, FinishReason reason);
+  // Fails a running sequence (a padding row's sequence finishes with its own reason instead).
+  void FailRunning(Sequence* sequence, const absl::Status& failure);
   // Aborting: every sequence, waiting or running, fails with UNAVAILABLE.
   void AbortAll();
   void PublishGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -33,7 +33,8 @@ TEST(CommandLine, HelpExitsZeroAndListsEveryFlag) {
   for (const char* flag :
        {"address", "model", "backend", "max-batch-tokens", "max-queue-delay-us", "max-queue",
         "drain-timeout", "max-message-bytes", "metrics-port", "expert-timing-sample-rate",
-        "metrics-window", "metrics-expert-series"}) {
+        "metrics-window", "metrics-expert-series", "kv-cache-bytes", "kv-block-tokens",
+        "max-model-len", "max-running-sequences", "generation-batching"}) {
     EXPECT_THAT(help, HasSubstr(absl::StrCat("--", flag))) << help;
   }
 }
@@ -102,6 +103,19 @@ TEST(CommandLine, BadMetricsFlagsAreUsageErrors) {
   const Exited port = RunToExit({"--metrics-port", "70000"});
   EXPECT_EQ(port.code, 2) << port.log;
   EXPECT_THAT(port.log, HasSubstr("70000"));
+}
+
+TEST(CommandLine, BadGenerationFlagsAreUsageErrors) {
+  const Exited batching = RunToExit({"--generation-batching", "dynamic"});
+  EXPECT_EQ(batching.code, 2) << batching.log;
+  EXPECT_THAT(batching.log, HasSubstr("'continuous', 'static' or 'static-early-exit', got "
+                                      "'dynamic'"));
+  const Exited running = RunToExit({"--max-running-sequences", "0"});
+  EXPECT_EQ(running.code, 2) << running.log;
+  EXPECT_THAT(running.log, HasSubstr("--max-running-sequences"));
+  const Exited length = RunToExit({"--max-model-len", "-1"});
+  EXPECT_EQ(length.code, 2) << length.log;
+  EXPECT_THAT(length.log, HasSubstr("--max-model-len"));
 }
 
 TEST(CommandLine, BusyMetricsPortExitsNamingIt) {

@@ -25,6 +25,7 @@ class CollectingSink : public GenerationSink {
   void OnTokens(std::span<const int32_t> ids, std::span<const float>) override {
     absl::MutexLock lock(&mu_);
     if (tokens_.empty()) first_token_at_ = absl::Now();
+    last_token_at_ = absl::Now();
     tokens_.insert(tokens_.end(), ids.begin(), ids.end());
     if (first_token_ != nullptr && !first_token_->HasBeenNotified()) first_token_->Notify();
   }
@@ -57,6 +58,10 @@ class CollectingSink : public GenerationSink {
     absl::MutexLock lock(&mu_);
     return first_token_at_;
   }
+  absl::Time last_token_at() const {
+    absl::MutexLock lock(&mu_);
+    return last_token_at_;
+  }
   absl::Time finished_at() const {
     absl::MutexLock lock(&mu_);
     return finished_at_;
@@ -68,6 +73,7 @@ class CollectingSink : public GenerationSink {
   absl::Status status_;
   GenerationSummary summary_;
   absl::Time first_token_at_ = absl::InfiniteFuture();
+  absl::Time last_token_at_ = absl::InfiniteFuture();
   absl::Time finished_at_ = absl::InfiniteFuture();
   absl::Notification done_;
   absl::Notification* first_token_ = nullptr;
@@ -155,9 +161,68 @@ TEST_F(GenerationSchedulerTest, QueueFullIsResourceExhausted) {
   for (auto& sink : sinks) ASSERT_TRUE(sink->Wait());
 }
 
-TEST_F(GenerationSchedulerTest, StaticBatchingAdmitsNothingUntilTheBatchFinishes) {
+TEST_F(GenerationSchedulerTest, StaticBatchingPadsFinishedRowsAndEndsTheBatchTogether) {
+  // b alone first: its tokens must not change for being padded in a batch.
+  std::vector<int32_t> b_alone;
+  {
+    auto scheduler = Make({});
+    ASSERT_NE(scheduler, nullptr);
+    CollectingSink sink;
+    ASSERT_TRUE(scheduler->Submit(Request(&sink, 5, {9, 10, 11})).ok());
+    ASSERT_TRUE(sink.Wait());
+    b_alone = sink.tokens();
+  }
   GenerationOptions options;
-  options.static_batching = true;
+  options.batching = GenerationBatching::kStatic;
+  options.max_running_sequences = 2;
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  CollectingSink a, b, c;
+  ASSERT_TRUE(scheduler->Submit(Request(&a, 60)).ok());
+  ASSERT_TRUE(scheduler->Submit(Request(&b, 5, {9, 10, 11})).ok());
+  ASSERT_TRUE(scheduler->Submit(Request(&c, 5)).ok());
+  ASSERT_TRUE(a.Wait() && b.Wait() && c.Wait());
+  EXPECT_TRUE(b.status().ok()) << b.status();
+  EXPECT_EQ(b.tokens(), b_alone) << "padding leaked into the stream";
+  EXPECT_EQ(b.summary().completion_tokens, 5);
+  EXPECT_EQ(b.summary().finish_reason, FinishReason::kLength);
+  // b's stream ended only when a's had produced its last token: finished together ...
+  EXPECT_GE(b.finished_at(), a.last_token_at());
+  // ... and its row was computed all the while: steps 6 to 60 of the batch, one padding token
+  // each. c ran alone afterwards, unpadded.
+  const GenerationStats stats = scheduler->stats();
+  EXPECT_EQ(stats.padding_tokens, 55);
+  EXPECT_EQ(stats.generated_tokens, 70);
+  EXPECT_EQ(stats.max_step_sequences, 2);
+  EXPECT_GE(c.first_token_at(), a.finished_at());
+  EXPECT_GE(c.first_token_at(), b.finished_at());
+  EXPECT_EQ(c.tokens().size(), 5u);
+  EXPECT_EQ(scheduler->kv_free_blocks(), scheduler->kv_total_blocks());
+}
+
+TEST_F(GenerationSchedulerTest, StaticBatchingStopsPaddingARowAtMaxModelLen) {
+  GenerationOptions options;
+  options.batching = GenerationBatching::kStatic;
+  options.max_running_sequences = 2;
+  options.max_model_len = 40;
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  CollectingSink a, b;
+  ASSERT_TRUE(scheduler->Submit(Request(&a, 30)).ok());  // 3 + 30 tokens
+  // 30 + 5 tokens: its row can be padded 5 more tokens, to 40, not the 25 a still needs.
+  ASSERT_TRUE(scheduler->Submit(Request(&b, 5, std::vector<int32_t>(30, 7))).ok());
+  ASSERT_TRUE(a.Wait() && b.Wait());
+  EXPECT_TRUE(b.status().ok()) << b.status();
+  EXPECT_EQ(b.summary().completion_tokens, 5);
+  EXPECT_LT(b.finished_at(), a.last_token_at()) << "b left when its row reached 40 tokens";
+  EXPECT_EQ(a.tokens().size(), 30u);
+  EXPECT_EQ(scheduler->stats().padding_tokens, 5);
+  EXPECT_EQ(scheduler->kv_free_blocks(), scheduler->kv_total_blocks());
+}
+
+TEST_F(GenerationSchedulerTest, StaticEarlyExitAdmitsNothingUntilTheBatchFinishes) {
+  GenerationOptions options;
+  options.batching = GenerationBatching::kStaticEarlyExit;
   options.max_running_sequences = 2;
   auto scheduler = Make(options);
   ASSERT_NE(scheduler, nullptr);
@@ -166,12 +231,29 @@ TEST_F(GenerationSchedulerTest, StaticBatchingAdmitsNothingUntilTheBatchFinishes
   ASSERT_TRUE(scheduler->Submit(Request(&b, 5)).ok());
   ASSERT_TRUE(scheduler->Submit(Request(&c, 5)).ok());
   ASSERT_TRUE(a.Wait() && b.Wait() && c.Wait());
-  // c could only start once both a (60 tokens) and b had finished: the first batch's steps
+  // b left as soon as it finished ...
+  EXPECT_LT(b.finished_at(), a.last_token_at());
+  // ... but c could only start once a (60 tokens) had finished too: the first batch's steps
   // ran a and b together, so the largest step held 2 sequences, never 3 ...
   EXPECT_EQ(scheduler->stats().max_step_sequences, 2);
+  EXPECT_EQ(scheduler->stats().padding_tokens, 0);
   // ... and c's first token came after a's last.
   EXPECT_GE(c.first_token_at(), a.finished_at());
   EXPECT_EQ(c.tokens().size(), 5u);
+}
+
+TEST(GenerationBatchingTest, NamesParseBackAndNothingElseParses) {
+  for (GenerationBatching batching : {GenerationBatching::kContinuous, GenerationBatching::kStatic,
+                                      GenerationBatching::kStaticEarlyExit}) {
+    GenerationBatching parsed = GenerationBatching::kContinuous;
+    EXPECT_TRUE(ParseGenerationBatching(GenerationBatchingName(batching), &parsed));
+    EXPECT_EQ(parsed, batching);
+  }
+  GenerationBatching untouched = GenerationBatching::kStatic;
+  for (const char* bad : {"", "Static", "dynamic", "static-"}) {
+    EXPECT_FALSE(ParseGenerationBatching(bad, &untouched)) << bad;
+  }
+  EXPECT_EQ(untouched, GenerationBatching::kStatic);
 }
 
 TEST_F(GenerationSchedulerTest, ContinuousBatchingAdmitsAsPlacesFree) {

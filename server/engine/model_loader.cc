@@ -123,43 +123,6 @@ absl::Status WithMoEMLPHint(const absl::Status& status) {
   return absl::InvalidArgumentError(absl::StrCat(status.message(), "; or ", kMoEMLPHint));
 }
 
-absl::StatusOr<std::unique_ptr<ServableModel>> LoadDecoderLanguageModel(
-    const std::string& name, const std::string& dir, const std::string& config_text,
-    const std::string& config_path, MoEBackend& backend, LoadLogger& logger) {
-  absl::StatusOr<model::ModelConfig> parsed = model::ParseModelConfig(config_text, config_path);
-  if (!parsed.ok()) return WithMoEMLPHint(parsed.status());
-  const model::ModelConfig& config = *parsed;
-  MOE_ASSIGN_OR_RETURN(std::unique_ptr<model::Checkpoint> checkpoint, model::Checkpoint::Open(dir));
-  // Reading every MoE layer checks the checkpoint against the config; the packed copies are
-  // not kept: this path describes the model only (LoadModel loads it to generate).
-  MOE_ASSIGN_OR_RETURN(std::vector<model::MoELayerWeights> layers,
-                       model::LoadMoELayers(*checkpoint, config, logger.Callback()));
-
-  ModelDescription d;
-  d.name = name;
-  d.architecture = config.architecture;
-  d.family = config.model_type;
-  d.tensor_servable = false;
-  d.not_servable_reason = absl::StrCat(
-      "model '", name, "' is a decoder language model (", config.architecture,
-      "): it generates through moe.v1.MoEService/Generate; tensor inference (ModelInfer) is not "
-      "offered for language models");
-  d.hidden_size = config.hidden_size;
-  d.num_moe_layers = static_cast<int64_t>(layers.size());
-  d.num_layers = config.num_layers;
-  d.num_experts = config.num_experts;
-  d.top_k = config.top_k;
-  d.expert_ffn_size = config.moe_intermediate_size;
-  d.activation = kernels::ActivationName(kernels::Activation::kSwiGLU);
-  d.weight_dtype = layers.empty() ? config.torch_dtype : layers.front().view().weight_dtype;
-  d.backend = std::string(BackendKindName(backend.kind()));
-  d.device = backend.device_description();
-  d.weight_bytes = checkpoint->total_bytes();
-  auto model = std::make_unique<DecoderLanguageModel>(std::move(d));
-  logger.Loaded(model->description());
-  return model;
-}
-
 // The decoder families the Hugging Face parser supports, as its error for a config naming none
 // of them lists them (one list, kept by the parser).
 std::string HuggingFaceFamilies(const std::string& config_text, const std::string& source) {
@@ -276,18 +239,8 @@ absl::StatusOr<LoadedModel> LoadGeneratingDecoder(const std::string& name, const
 absl::StatusOr<std::unique_ptr<ServableModel>> LoadModelFromDirectory(const std::string& name,
                                                                       const std::string& dir,
                                                                       MoEBackend& backend) {
-  MOE_ASSIGN_OR_RETURN(const ModelDirectory directory, ReadModelDirectory(dir));
-  LoadLogger logger(name, dir);
-  switch (directory.identity.kind) {
-    case model::ConfigIdentity::Kind::kMoEMLP:
-      return LoadMoEMLPDirectory(name, dir, directory, backend, logger);
-    case model::ConfigIdentity::Kind::kHuggingFace:
-      return LoadDecoderLanguageModel(name, dir, directory.config_text, directory.config_path,
-                                      backend, logger);
-    case model::ConfigIdentity::Kind::kUnknown:
-      break;
-  }
-  return UnsupportedConfig(directory);
+  MOE_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(name, dir, backend));
+  return std::move(loaded.servable);
 }
 
 absl::StatusOr<LoadedModel> LoadModel(const std::string& name, const std::string& dir,

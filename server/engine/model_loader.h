@@ -16,16 +16,6 @@ namespace moe::engine {
 // The name the built-in model is served under.
 inline constexpr char kBuiltinModelName[] = "digits";
 
-// `<dir>/config.json` with "architecture": "MoEMLP" gives a MoEMLP network
-// (docs/moe_mlp_format.md); a Hugging Face decoder config of a supported family (Mixtral,
-// OLMoE, Qwen2-MoE, Qwen3-MoE) has its MoE layers loaded and checked and gives a model that is
-// described but not servable yet (tensor_servable = false; Run is FAILED_PRECONDITION saying
-// why). A missing directory or config.json is NOT_FOUND; any other config is INVALID_ARGUMENT
-// naming the file and what is supported. `backend` must outlive the model.
-absl::StatusOr<std::unique_ptr<ServableModel>> LoadModelFromDirectory(const std::string& name,
-                                                                      const std::string& dir,
-                                                                      MoEBackend& backend);
-
 // What a model directory gives: always a ServableModel (the description, and tensor inference
 // where the model takes tensors); for a decoder language model also the DecoderModel that
 // generates, whose ServableModel only describes it (Run is FAILED_PRECONDITION pointing at
@@ -35,10 +25,19 @@ struct LoadedModel {
   std::unique_ptr<DecoderModel> decoder;  // null unless a decoder language model
 };
 
-// As LoadModelFromDirectory, but a decoder language model is loaded whole (attention, norms,
-// embeddings and LM head too) and returned ready to generate.
+// `<dir>/config.json` with "architecture": "MoEMLP" gives a MoEMLP network
+// (docs/moe_mlp_format.md); a Hugging Face decoder config of a supported family (Mixtral,
+// OLMoE, Qwen2-MoE, Qwen3-MoE) gives the decoder, loaded whole and checked against the config,
+// and its description (tensor_servable = false). A missing directory or config.json is
+// NOT_FOUND; any other config is INVALID_ARGUMENT naming the file and what is supported.
+// `backend` must outlive the model.
 absl::StatusOr<LoadedModel> LoadModel(const std::string& name, const std::string& dir,
                                       MoEBackend& backend);
+
+// LoadModel's ServableModel alone (a decoder is loaded, described and dropped).
+absl::StatusOr<std::unique_ptr<ServableModel>> LoadModelFromDirectory(const std::string& name,
+                                                                      const std::string& dir,
+                                                                      MoEBackend& backend);
 
 // The built-in MoEMLP model ("digits", a handwritten digit classifier trained by
 // tools/train_builtin_model.py), from the bytes embedded in the binary: needs no files.

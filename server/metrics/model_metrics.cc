@@ -123,6 +123,11 @@ void ModelMetrics::RecordComputed(absl::Duration queue_time, absl::Duration comp
   compute_duration_->Observe(absl::ToDoubleSeconds(compute_time));
 }
 
+void ModelMetrics::RecordQueueWait(absl::Duration queue_time) {
+  if (queue_duration_ == nullptr) return;
+  queue_duration_->Observe(absl::ToDoubleSeconds(queue_time));
+}
+
 void ModelMetrics::RecordBatch(const BatchObservation& batch) {
   if (batches_ == nullptr) return;
   batches_->Increment();

@@ -92,6 +92,9 @@ class ModelMetrics {
   void SetQueued(int64_t requests);
   void SetRunning(int64_t requests);
   void RecordComputed(absl::Duration queue_time, absl::Duration compute_time);
+  // A generated sequence joined the running batch for the first time, `queue_time` after it
+  // was accepted (the same series as RecordComputed's queue time).
+  void RecordQueueWait(absl::Duration queue_time);
   void RecordBatch(const BatchObservation& batch);
   // Whether the next forward pass should time its experts one by one (every Nth pass, N from
   // the sample rate). Called once per pass.

@@ -101,7 +101,9 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
                             .Register(r);
   f.queue_duration = &prometheus::BuildHistogram()
                           .Name("moe_request_queue_duration_seconds")
-                          .Help("Computed requests: accepted to their batch's start.")
+                          .Help(
+                              "Computed requests: accepted to their batch's start. Generations: "
+                              "accepted to joining the running batch.")
                           .Register(r);
   f.compute_duration = &prometheus::BuildHistogram()
                             .Name("moe_request_compute_duration_seconds")

@@ -326,7 +326,15 @@ bool GenerationScheduler::PlanNextStep(std::vector<Sequence*>* step,
     waiting_.push_front(std::move(victim));
   }
   running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
-  for (auto& sequence : admitted) running_.push_back(std::move(sequence));
+  const absl::Time now = absl::Now();
+  for (auto& sequence : admitted) {
+    // The queue wait the autoscaler reads: accepted to first admission (a preempted sequence's
+    // second wait is counted in its preemptions, not here).
+    if (metrics_ != nullptr && sequence->preemptions == 0) {
+      metrics_->RecordQueueWait(now - sequence->request->arrival);
+    }
+    running_.push_back(std::move(sequence));
+  }
 
   if (plan.chunks.empty() && !running_.empty()) {
     // Cannot happen with the planner's rules (a running sequence always has a token pending

@@ -22,6 +22,7 @@
 #include "moe/v1/moe_service.grpc.pb.h"
 #include "server/model/safetensors.h"
 #include "tests/integration/integration_util.h"
+#include "tests/testing/exposition_text.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/http_get.h"
 #include "tests/testing/random.h"
@@ -222,6 +223,29 @@ TEST_F(GenerateTest, CancellingAStreamFreesItsKvBlocks) {
     if (!freed) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_TRUE(freed) << Scrape();
+}
+
+TEST_F(GenerateTest, MetricsCountTheTokensLatenciesAndQueueWaitOfAGeneration) {
+  const Reference ref = LoadReference(testing::FixtureFolders().front());
+  const std::vector<testing::ExpositionSample> before = testing::ParseExposition(Scrape());
+  const Generated got = Generate(*moe_, Greedy(ref.model, ref.prompts.begin()->second, 6));
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  ASSERT_EQ(got.tokens.size(), 6u);
+  // Everything is recorded before the stream ends, so one scrape after it sees it all.
+  const std::vector<testing::ExpositionSample> after = testing::ParseExposition(Scrape());
+  auto delta = [&](const std::string& name) {
+    const std::optional<double> was = testing::FindSample(before, name, {{"model", ref.model}});
+    const std::optional<double> is = testing::FindSample(after, name, {{"model", ref.model}});
+    EXPECT_TRUE(is.has_value()) << name << " not exported";
+    return is.value_or(0.0) - was.value_or(0.0);
+  };
+  EXPECT_EQ(delta("moe_generated_tokens_total"), 6);
+  EXPECT_EQ(delta("moe_time_to_first_token_seconds_count"), 1);
+  EXPECT_GT(delta("moe_time_to_first_token_seconds_sum"), 0.0);
+  EXPECT_EQ(delta("moe_inter_token_latency_seconds_count"), 5);  // between 6 tokens
+  EXPECT_EQ(delta("moe_request_queue_duration_seconds_count"), 1);
+  EXPECT_EQ(delta("moe_preemptions_total"), 0);
+  EXPECT_GE(delta("moe_batches_total"), 6) << "a pass per token at least";
 }
 
 TEST_F(GenerateTest, BadRequestsAreInvalidArgumentNamingTheProblem) {

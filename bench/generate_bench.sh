@@ -13,12 +13,13 @@
 #   x concurrent streams {1, 8, 32}.
 # Workload: prompts of 16-64 random token ids; output lengths 8-400 tokens, log-uniform (as many
 # in 8-16 as in 200-400: mostly short answers and a long tail, as in chat traffic), exact
-# (ignore_eos), greedy. Each run starts its own server and stops it with SIGTERM (exit code
+# (ignore_eos), greedy, a 600 s deadline (static batches make requests wait long; the deadline
+# is not what is compared). Each run starts its own server and stops it with SIGTERM (exit code
 # checked). Prints one table and the ratio the generation target is stated in:
 #   output tokens/s, continuous / static, at 32 streams on the synthetic model (>= 3)
 # and the same against static-early-exit.
 #
-#   bench/generate_bench.sh [--build DIR] [--duration 20s] [--warmup 3s]
+#   bench/generate_bench.sh [--build DIR] [--duration 60s] [--warmup 10s]
 #                           [--concurrency "1 8 32"] [--models "fixture synthetic"]
 #                           [--batchings "continuous static static-early-exit"]
 #                           [--output-len 8:400] [--spread log-uniform|uniform] [--json FILE]
@@ -28,8 +29,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=${BUILD_DIR:-build}
-duration=20s
-warmup=3s
+# A static batch of 32 runs as long as its longest sequence (about 20 s on two CPU cores for 400
+# tokens of the synthetic model): the window must hold several batches to measure it.
+duration=60s
+warmup=10s
 concurrencies="1 8 32"
 models="fixture synthetic"
 batchings="continuous static static-early-exit"
@@ -48,7 +51,7 @@ while (($#)); do
     --spread) spread=$2; shift 2 ;;
     --json) json_out=$2; shift 2 ;;
     --quick) duration=2s; warmup=0.5s; models="fixture"; shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "generate_bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -101,7 +104,7 @@ for model in $models; do
       if ! line=$("$client" --target "$address" bench lm --generate --wait-ready 300s \
         --concurrency "$concurrency" --duration "$duration" --warmup "$warmup" \
         --prompt-len 16:64 --max-new-tokens "$output_len" --max-new-tokens-spread "$spread" \
-        --seed 1 --format json); then
+        --seed 1 --timeout 600s --format json); then
         echo "generate_bench: moe-client bench failed ($model, $batching, $concurrency" \
           "streams); the server's log:" >&2
         cat "$server_log" >&2

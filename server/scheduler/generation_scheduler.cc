@@ -578,14 +578,24 @@ void GenerationScheduler::AbortAll() {
     absl::MutexLock lock(&mu_);
     for (auto& sequence : waiting_) left.push_back(std::move(sequence));
     for (auto& sequence : running_) left.push_back(std::move(sequence));
-    stats_.aborted += static_cast<int64_t>(left.size());
+    for (const auto& sequence : left) {
+      ++(sequence->done != FinishReason::kNone ? stats_.completed : stats_.aborted);
+    }
     waiting_.clear();
     running_.clear();
     cancel_running_.clear();
   }
   const absl::Status unavailable = absl::UnavailableError(
       "the server shut down before this generation finished; retry on another replica");
-  for (auto& sequence : left) Finish(std::move(sequence), unavailable, FinishReason::kNone);
+  for (auto& sequence : left) {
+    // A padding row's sequence had finished: it ends as it would have, not as aborted.
+    const FinishReason done = sequence->done;
+    if (done != FinishReason::kNone) {
+      Finish(std::move(sequence), absl::OkStatus(), done);
+    } else {
+      Finish(std::move(sequence), unavailable, FinishReason::kNone);
+    }
+  }
   absl::MutexLock lock(&mu_);
   kv_free_blocks_ = cache_->free_blocks();
   step_running_ = false;

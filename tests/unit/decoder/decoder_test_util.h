@@ -28,10 +28,12 @@ struct LoadedDecoder {
   std::unique_ptr<engine::KvCache> cache;
 };
 
-// The model of `dir` on the CPU backend and a cache of `blocks` blocks of `block_tokens`.
+// The model of `dir` on `backend` (the CPU backend when null) and a cache of `blocks` blocks of
+// `block_tokens`.
 inline void LoadDecoder(const std::string& dir, LoadedDecoder* loaded, int64_t blocks = 256,
-                        int64_t block_tokens = 16) {
-  loaded->backend = engine::CreateCpuBackend();
+                        int64_t block_tokens = 16,
+                        std::unique_ptr<engine::MoEBackend> backend = nullptr) {
+  loaded->backend = backend != nullptr ? std::move(backend) : engine::CreateCpuBackend();
   MOE_ASSERT_OK_AND_ASSIGN(loaded->model, engine::DecoderModel::Load(dir, loaded->backend.get()));
   engine::KvCacheShape shape = loaded->model->kv_shape();
   shape.block_tokens = block_tokens;

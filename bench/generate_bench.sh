@@ -37,7 +37,7 @@ concurrencies="1 8 32"
 models="fixture synthetic"
 batchings="continuous static static-early-exit"
 output_len=8:400
-spread=log-uniform
+spread="log-uniform"
 json_out=""
 while (($#)); do
   case "$1" in
@@ -59,17 +59,10 @@ done
 server=$build/server/moe-server
 client=$build/client/cli/moe-client
 maker=$build/tools/moe-make-synthetic
-for binary in "$server" "$client" "$maker"; do
-  if [[ ! -x $binary ]]; then
-    echo "generate_bench: $binary not found: build first (scripts/build.sh, or --build DIR)" >&2
-    exit 1
-  fi
-done
-python=$(command -v python3 || true)
-if [[ -z $python ]]; then
-  echo "generate_bench: python3 is needed to print the table" >&2
-  exit 1
-fi
+bench_name=generate_bench
+# shellcheck source=bench/server_control.sh
+source bench/server_control.sh
+require_binaries "$server" "$client" "$maker"
 
 synthetic_dir=$build/bench/mixtral-d512
 if [[ " $models " == *" synthetic "* && ! -f $synthetic_dir/config.json ]]; then
@@ -78,17 +71,7 @@ if [[ " $models " == *" synthetic "* && ! -f $synthetic_dir/config.json ]]; then
     --top-k 2 --blocks 4 --heads 8 --kv-heads 2 --vocab 8000 --context 4096 --dtype bf16 \
     --seed 1 >&2
 fi
-
-bench_name=generate_bench
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then kill -KILL "$server_pid"; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# shellcheck source=bench/server_control.sh
-source bench/server_control.sh
+make_work_dir
 
 results=$work/results.jsonl
 for model in $models; do
@@ -101,15 +84,10 @@ for model in $models; do
     for concurrency in $concurrencies; do
       start_server --model "lm=$model_dir" --generation-batching "$batching"
       echo "generate_bench: $model, $batching batching, $concurrency streams" >&2
-      if ! line=$("$client" --target "$address" bench lm --generate --wait-ready 300s \
-        --concurrency "$concurrency" --duration "$duration" --warmup "$warmup" \
-        --prompt-len 16:64 --max-new-tokens "$output_len" --max-new-tokens-spread "$spread" \
-        --seed 1 --timeout 600s --format json); then
-        echo "generate_bench: moe-client bench failed ($model, $batching, $concurrency" \
-          "streams); the server's log:" >&2
-        cat "$server_log" >&2
-        exit 1
-      fi
+      line=$(client_bench "$model, $batching, $concurrency streams" lm --generate \
+        --wait-ready 300s --concurrency "$concurrency" --duration "$duration" \
+        --warmup "$warmup" --prompt-len 16:64 --max-new-tokens "$output_len" \
+        --max-new-tokens-spread "$spread" --seed 1 --timeout 600s --format json) || exit 1
       stop_server
       echo "{\"model\": \"$model\", \"batching\": \"$batching\", \"result\": $line}" >>"$results"
     done

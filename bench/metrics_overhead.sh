@@ -40,30 +40,17 @@ done
 server=$build/server/moe-server
 client=$build/client/cli/moe-client
 maker=$build/tools/moe-make-synthetic
-for binary in "$server" "$client"; do
-  if [[ ! -x $binary ]]; then
-    echo "metrics_overhead: $binary not found: build first (scripts/build.sh, or --build DIR)" >&2
-    exit 1
-  fi
-done
-
 synthetic_dir=$build/bench/synthetic-d1024
 bench_name=metrics_overhead
 # shellcheck source=bench/server_control.sh
 source bench/server_control.sh
+require_binaries "$server" "$client"
 case $model in
   synthetic) make_synthetic_model "$synthetic_dir"; model_flags=(--model "synthetic=$synthetic_dir") ;;
   digits) model_flags=() ;;
   *) echo "metrics_overhead: --model $model: expected synthetic or digits" >&2; exit 2 ;;
 esac
-
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then kill -KILL "$server_pid"; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+make_work_dir
 
 results=$work/results.jsonl
 for round in $(seq 1 "$rounds"); do
@@ -76,19 +63,16 @@ for round in $(seq 1 "$rounds"); do
     start_server "${model_flags[@]}" "${flags[@]}"
     echo "metrics_overhead: round $round/$rounds, metrics $config" >&2
     # Typed FP32 requests, as the recorded results in docs/benchmarks.md were measured.
-    if ! line=$("$client" --target "$address" bench "$model" --wait-ready 120s --typed \
-      --concurrency "$concurrency" --duration "$duration" --warmup "$warmup" --format json); then
-      echo "metrics_overhead: moe-client bench failed (metrics $config); the server's log:" >&2
-      cat "$server_log" >&2
+    line=$(client_bench "metrics $config" "$model" --wait-ready 120s --typed \
+      --concurrency "$concurrency" --duration "$duration" --warmup "$warmup" --format json) ||
       exit 1
-    fi
     stop_server
     echo "{\"config\": \"$config\", \"round\": $round, \"result\": $line}" >>"$results"
   done
 done
 [[ -n $json_out ]] && cp "$results" "$json_out"
 
-python3 - "$results" "$concurrency" "$model" <<'PY'
+"$python" - "$results" "$concurrency" "$model" <<'PY'
 import json
 import statistics
 import sys

@@ -42,31 +42,13 @@ done
 server=$build/server/moe-server
 client=$build/client/cli/moe-client
 maker=$build/tools/moe-make-synthetic
-for binary in "$server" "$client"; do
-  if [[ ! -x $binary ]]; then
-    echo "serve_bench: $binary not found: build first (scripts/build.sh, or --build DIR)" >&2
-    exit 1
-  fi
-done
-python=$(command -v python3 || true)
-if [[ -z $python ]]; then
-  echo "serve_bench: python3 is needed to print the table" >&2
-  exit 1
-fi
-
 synthetic_dir=$build/bench/synthetic-d1024
 bench_name=serve_bench
 # shellcheck source=bench/server_control.sh
 source bench/server_control.sh
+require_binaries "$server" "$client"
 if [[ " $models " == *" synthetic "* ]]; then make_synthetic_model "$synthetic_dir"; fi
-
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then kill -KILL "$server_pid"; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+make_work_dir
 
 results=$work/results.jsonl
 for model in $models; do
@@ -88,13 +70,9 @@ for model in $models; do
       start_server "${model_flags[@]}" "${batching_flags[@]}"
       echo "serve_bench: $model, batching $batching, concurrency $concurrency" >&2
       # Typed FP32 requests, as the recorded results in docs/benchmarks.md were measured.
-      if ! line=$("$client" --target "$address" bench "$model" --wait-ready 120s --typed \
-        --concurrency "$concurrency" --duration "$duration" --warmup "$warmup" --format json); then
-        echo "serve_bench: moe-client bench failed ($model, batching $batching, concurrency" \
-          "$concurrency); the server's log:" >&2
-        cat "$server_log" >&2
-        exit 1
-      fi
+      line=$(client_bench "$model, batching $batching, concurrency $concurrency" "$model" \
+        --wait-ready 120s --typed --concurrency "$concurrency" --duration "$duration" \
+        --warmup "$warmup" --format json) || exit 1
       stop_server
       echo "{\"model\": \"$model\", \"batching\": \"$batching\", \"result\": $line}" >>"$results"
     done

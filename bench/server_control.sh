@@ -1,9 +1,54 @@
+# shellcheck shell=bash
 # Shell functions the serving benchmarks share (source it; not a script of its own): start
 # moe-server on free loopback ports, stop it with SIGTERM and check its exit code.
 #
-# The caller sets: server (the binary), work (a scratch directory), bench_name (for messages),
-# maker (moe-make-synthetic, for make_synthetic_model).
-# start_server "$@" sets server_pid, address (gRPC HOST:PORT), metrics_port and server_log.
+# The caller sets: bench_name (for messages), server and client (the binaries), maker
+# (moe-make-synthetic, for make_synthetic_model).
+# require_binaries checks them; make_work_dir sets work (a scratch directory, removed at exit);
+# start_server "$@" sets server_pid, address (gRPC HOST:PORT), metrics_port and server_log;
+# client_bench runs `moe-client bench` against it.
+# shellcheck disable=SC2154  # bench_name, server, client, maker: set by the caller, see above
+
+# Exits with a message unless each argument is an executable file, or python3 (which prints
+# the tables) is missing; sets python.
+require_binaries() {
+  local binary
+  for binary in "$@"; do
+    if [[ ! -x $binary ]]; then
+      echo "$bench_name: $binary not found: build first (scripts/build.sh, or --build DIR)" >&2
+      exit 1
+    fi
+  done
+  python=$(command -v python3 || true)
+  if [[ -z $python ]]; then
+    echo "$bench_name: python3 is needed to print the table" >&2
+    exit 1
+  fi
+}
+
+# A scratch directory in $work; at exit it is removed and a server still running is killed.
+make_work_dir() {
+  work=$(mktemp -d)
+  server_pid=""
+  trap 'if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
+          kill -KILL "$server_pid"; fi
+        rm -rf "$work"' EXIT
+}
+
+# client_bench WHAT ARGS...: `moe-client --target $address bench ARGS...`, its output printed.
+# On failure says WHAT failed, prints the server's log and returns 1 (call it as
+# `line=$(client_bench ...) || exit 1`).
+client_bench() {
+  local what=$1
+  shift
+  local out
+  if ! out=$("$client" --target "$address" bench "$@"); then
+    echo "$bench_name: moe-client bench failed ($what); the server's log:" >&2
+    cat "$server_log" >&2
+    return 1
+  fi
+  printf '%s\n' "$out"
+}
 
 # A TCP port on 127.0.0.1 that was free a moment ago.
 free_port() {

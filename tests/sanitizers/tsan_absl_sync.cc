@@ -1,5 +1,6 @@
 // ThreadSanitizer builds only (MOE_SANITIZE=thread; cmake/sanitizers.cmake links this into every
-// executable): makes abseil's synchronization visible to TSan.
+// executable): makes abseil's synchronization, and absl::Status's reference count, visible to
+// TSan.
 //
 // Debian's libabsl_synchronization.so is built without TSan, so the annotations abseil has in
 // absl::Mutex are compiled out and its lock words and futex waits are invisible: TSan would see
@@ -33,6 +34,7 @@
 #include <string_view>
 
 #include "absl/base/options.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/barrier.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
@@ -347,6 +349,21 @@ bool Barrier::Block() {
   const bool last = real(this);
   __tsan_acquire(this);
   return last;
+}
+
+// ---- Status: the reference count of a status held on the heap (one with a message) ----
+// Copies increment it in status.h (instrumented), but the decrement and the delete of the last
+// reference happen inside libabsl_status, where TSan sees neither the atomic nor the ordering
+// it makes. A status copied by one thread and released last by another (a client reading a
+// sequence's status, the scheduler then dropping its own copy) would look like a race between
+// the copy and the delete. Each release publishes what its thread did with the status and
+// takes what earlier releases published, before the real decrement.
+void Status::UnrefNonInlined(uintptr_t rep) {
+  MOE_REAL(void (*)(uintptr_t), "_ZN4absl7debian36Status15UnrefNonInlinedEm");
+  void* counter = reinterpret_cast<void*>(rep - 1);  // the StatusRep, its count first
+  __tsan_release(counter);
+  __tsan_acquire(counter);
+  real(rep);
 }
 
 ABSL_NAMESPACE_END

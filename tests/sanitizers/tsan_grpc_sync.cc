@@ -20,6 +20,12 @@
 //     waits for it to return (a std::mutex and condition variable, which TSan sees) before the
 //     acquire, so those last writes are ordered too. A completion run inline on the starting
 //     thread is ordered by program order and does not wait;
+//   - grpc_call_cancel and grpc_call_cancel_with_status (ClientContext::TryCancel, on any
+//     thread) fail the call's pending batches inside libgrpc, writing their statuses (a message
+//     string among them) on the cancelling thread; the completion is then often picked up by
+//     another. A cancel releases on one address shared by all calls once it has returned, and
+//     every completion handled on another thread first waits for the cancels in flight to
+//     return, then acquires on it, as it does on the tag for a batch start;
 //   - callback-API tags are grpc_completion_queue_functor objects that libgrpc runs through
 //     their functor_run pointer rather than returning: when that pointer is a function of this
 //     executable (the grpcpp tags' StaticRun), it is swapped, before the batch starts, for a
@@ -101,7 +107,9 @@ std::unordered_map<const void*, int>& Starting() {
   static auto* starting = new std::unordered_map<const void*, int>();
   return *starting;
 }
-thread_local int t_starting = 0;  // this thread is inside grpc_call_start_batch
+int g_cancelling = 0;             // grpc_call_cancel* calls not returned yet, under g_starting_mu
+char g_cancel_sync;               // the address cancels release on and completions acquire on
+thread_local int t_starting = 0;  // this thread is inside grpc_call_start_batch or a cancel
 
 void BeginStart(const void* tag) {
   std::lock_guard<std::mutex> lock(g_starting_mu);
@@ -117,11 +125,41 @@ void EndStart(const void* tag) {
   g_started.notify_all();
 }
 
-// Before a completion of `tag` is handled on another thread: its start has returned.
+void BeginCancel() {
+  std::lock_guard<std::mutex> lock(g_starting_mu);
+  ++g_cancelling;
+}
+
+void EndCancel() {
+  {
+    std::lock_guard<std::mutex> lock(g_starting_mu);
+    --g_cancelling;
+  }
+  g_started.notify_all();
+}
+
+// Before a completion of `tag` is handled on another thread: its start and every cancel in
+// flight have returned. Then what they wrote happens before the completion's handling.
 void AwaitStarted(const void* tag) {
   if (t_starting > 0) return;
-  std::unique_lock<std::mutex> lock(g_starting_mu);
-  g_started.wait(lock, [tag] { return Starting().find(tag) == Starting().end(); });
+  {
+    std::unique_lock<std::mutex> lock(g_starting_mu);
+    g_started.wait(lock,
+                   [tag] { return g_cancelling == 0 && Starting().find(tag) == Starting().end(); });
+  }
+  __tsan_acquire(&g_cancel_sync);
+}
+
+// Runs a cancel as a start: its writes are released for the completions it causes.
+template <typename Fn>
+grpc_call_error RunCancel(Fn&& cancel) {
+  BeginCancel();
+  ++t_starting;
+  const grpc_call_error result = cancel();
+  --t_starting;
+  __tsan_release(&g_cancel_sync);
+  EndCancel();
+  return result;
 }
 
 using RunFunction = void (*)(grpc_completion_queue_functor*, int);
@@ -190,6 +228,19 @@ extern "C" grpc_call_error grpc_call_start_batch(grpc_call* call, const grpc_op*
   __tsan_release(tag);
   EndStart(tag);
   return result;
+}
+
+extern "C" grpc_call_error grpc_call_cancel(grpc_call* call, void* reserved) {
+  static const auto real = Real<grpc_call_error (*)(grpc_call*, void*)>("grpc_call_cancel");
+  return RunCancel([&] { return real(call, reserved); });
+}
+
+extern "C" grpc_call_error grpc_call_cancel_with_status(grpc_call* call, grpc_status_code status,
+                                                        const char* description, void* reserved) {
+  static const auto real =
+      Real<grpc_call_error (*)(grpc_call*, grpc_status_code, const char*, void*)>(
+          "grpc_call_cancel_with_status");
+  return RunCancel([&] { return real(call, status, description, reserved); });
 }
 
 extern "C" grpc_event grpc_completion_queue_next(grpc_completion_queue* cq, gpr_timespec deadline,

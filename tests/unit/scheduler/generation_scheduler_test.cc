@@ -105,6 +105,25 @@ class GenerationSchedulerTest : public ::testing::Test {
     return request;
   }
 
+  // Static batching admits a batch only once the previous one has ended. A long sequence,
+  // running alone until the test has queued its requests and then cancelled, makes the next
+  // batch out of exactly those requests however the threads are timed. Returns its id.
+  static SequenceId HoldStaticAdmission(GenerationScheduler& scheduler, CollectingSink* holder) {
+    absl::Notification started;
+    holder->NotifyOnFirstToken(&started);
+    absl::StatusOr<SequenceId> id =
+        scheduler.Submit(Request(holder, scheduler.max_model_len() - 2, {1, 2}));
+    EXPECT_TRUE(id.ok()) << id.status();
+    started.WaitForNotification();
+    return id.value_or(0);
+  }
+  static void ReleaseStaticAdmission(GenerationScheduler& scheduler, SequenceId id,
+                                     CollectingSink* holder) {
+    scheduler.Cancel(id);
+    ASSERT_TRUE(holder->Wait());
+    EXPECT_EQ(holder->status().code(), absl::StatusCode::kCancelled);
+  }
+
   std::unique_ptr<engine::MoEBackend> backend_;
 };
 
@@ -177,10 +196,12 @@ TEST_F(GenerationSchedulerTest, StaticBatchingPadsFinishedRowsAndEndsTheBatchTog
   options.max_running_sequences = 2;
   auto scheduler = Make(options);
   ASSERT_NE(scheduler, nullptr);
-  CollectingSink a, b, c;
+  CollectingSink holder, a, b, c;
+  const SequenceId hold = HoldStaticAdmission(*scheduler, &holder);
   ASSERT_TRUE(scheduler->Submit(Request(&a, 60)).ok());
   ASSERT_TRUE(scheduler->Submit(Request(&b, 5, {9, 10, 11})).ok());
   ASSERT_TRUE(scheduler->Submit(Request(&c, 5)).ok());
+  ReleaseStaticAdmission(*scheduler, hold, &holder);
   ASSERT_TRUE(a.Wait() && b.Wait() && c.Wait());
   EXPECT_TRUE(b.status().ok()) << b.status();
   EXPECT_EQ(b.tokens(), b_alone) << "padding leaked into the stream";
@@ -192,7 +213,7 @@ TEST_F(GenerationSchedulerTest, StaticBatchingPadsFinishedRowsAndEndsTheBatchTog
   // each. c ran alone afterwards, unpadded.
   const GenerationStats stats = scheduler->stats();
   EXPECT_EQ(stats.padding_tokens, 55);
-  EXPECT_EQ(stats.generated_tokens, 70);
+  EXPECT_EQ(stats.generated_tokens, 70 + static_cast<int64_t>(holder.tokens().size()));
   EXPECT_EQ(stats.max_step_sequences, 2);
   EXPECT_GE(c.first_token_at(), a.finished_at());
   EXPECT_GE(c.first_token_at(), b.finished_at());
@@ -207,10 +228,12 @@ TEST_F(GenerationSchedulerTest, StaticBatchingStopsPaddingARowAtMaxModelLen) {
   options.max_model_len = 40;
   auto scheduler = Make(options);
   ASSERT_NE(scheduler, nullptr);
-  CollectingSink a, b;
+  CollectingSink holder, a, b;
+  const SequenceId hold = HoldStaticAdmission(*scheduler, &holder);
   ASSERT_TRUE(scheduler->Submit(Request(&a, 30)).ok());  // 3 + 30 tokens
   // 30 + 5 tokens: its row can be padded 5 more tokens, to 40, not the 25 a still needs.
   ASSERT_TRUE(scheduler->Submit(Request(&b, 5, std::vector<int32_t>(30, 7))).ok());
+  ReleaseStaticAdmission(*scheduler, hold, &holder);
   ASSERT_TRUE(a.Wait() && b.Wait());
   EXPECT_TRUE(b.status().ok()) << b.status();
   EXPECT_EQ(b.summary().completion_tokens, 5);
@@ -226,10 +249,12 @@ TEST_F(GenerationSchedulerTest, StaticEarlyExitAdmitsNothingUntilTheBatchFinishe
   options.max_running_sequences = 2;
   auto scheduler = Make(options);
   ASSERT_NE(scheduler, nullptr);
-  CollectingSink a, b, c;
+  CollectingSink holder, a, b, c;
+  const SequenceId hold = HoldStaticAdmission(*scheduler, &holder);
   ASSERT_TRUE(scheduler->Submit(Request(&a, 60)).ok());
   ASSERT_TRUE(scheduler->Submit(Request(&b, 5)).ok());
   ASSERT_TRUE(scheduler->Submit(Request(&c, 5)).ok());
+  ReleaseStaticAdmission(*scheduler, hold, &holder);
   ASSERT_TRUE(a.Wait() && b.Wait() && c.Wait());
   // b left as soon as it finished ...
   EXPECT_LT(b.finished_at(), a.last_token_at());

@@ -118,7 +118,7 @@ void BM_DecodeStep(benchmark::State& state) {
                                                      shape.block_tokens * shape.head_dim) *
                                sizeof(float);
   absl::StatusOr<std::unique_ptr<moe::engine::KvCache>> cache = moe::engine::KvCache::Create(
-      shape, block_bytes * static_cast<uint64_t>(blocks_per_sequence) * batch);
+      shape, block_bytes * static_cast<uint64_t>(blocks_per_sequence) * batch, model.kv_storage());
   if (!cache.ok()) {
     state.SkipWithError(cache.status().ToString().c_str());
     return;

@@ -1,5 +1,6 @@
-// The CUDA backend: layers live on one device, forward passes run through the CUDA MoE layer
-// (kernels/cuda) on host float32 rows. Compiled only when the build has CUDA.
+// The CUDA backend: layers live on one device. MoE-MLP models' forward passes run through the
+// CUDA MoE layer (kernels/cuda) on host float32 rows; decoder language models run whole steps
+// on the device (decoder/cuda_decoder.cc). Compiled only when the build has CUDA.
 #include <memory>
 #include <string>
 #include <utility>
@@ -11,60 +12,12 @@
 #include "moe/common/status_macros.h"
 #include "moe/kernels/cuda_moe.h"
 #include "server/common/logging.h"
+#include "server/engine/cuda_backend_internal.h"
+#include "server/engine/decoder/cuda_decoder.h"
 #include "server/engine/moe_backend.h"
 
 namespace moe::engine {
 namespace {
-
-// One device context shared by the backend and every layer prepared on it: layers may outlive
-// the backend object, and forward passes of different layers must not interleave on the
-// context's stream and scratch memory.
-struct SharedCudaContext {
-  absl::Mutex mu;
-  std::unique_ptr<kernels::CudaContext> context ABSL_PT_GUARDED_BY(mu);
-};
-
-class CudaPreparedLayer : public PreparedMoELayer {
- public:
-  CudaPreparedLayer(std::shared_ptr<SharedCudaContext> shared,
-                    std::unique_ptr<kernels::CudaMoELayer> layer,
-                    const kernels::MoELayerWeightsView& host_weights,
-                    const kernels::RouterConfig& router)
-      : shared_(std::move(shared)),
-        layer_(std::move(layer)),
-        host_weights_(host_weights),
-        router_(router) {}
-
-  ~CudaPreparedLayer() override {
-    absl::MutexLock lock(&shared_->mu);
-    layer_.reset();  // frees device memory while the context is alive
-  }
-
-  absl::Status Forward(const float* input, int64_t num_tokens,
-                       const kernels::MoELayerOutputs& outputs) override {
-    absl::MutexLock lock(&shared_->mu);
-    MOE_RETURN_IF_ERROR(layer_->ForwardHost(input, num_tokens, outputs));
-    if (!fallback_logged_ && layer_->grouped_gemm_unsupported()) {
-      fallback_logged_ = true;
-      common::LogWarning("cuda_grouped_gemm_fallback",
-                         {{"path", "per_expert"},
-                          {"reason", "cuBLAS reports cublasGemmGroupedBatchedEx unsupported"}});
-    }
-    return absl::OkStatus();
-  }
-
-  // The caller's host view (the device copy is private); its pointers are valid as long as the
-  // caller keeps the host weights.
-  const kernels::MoELayerWeightsView& host_weights() const override { return host_weights_; }
-  const kernels::RouterConfig& router() const override { return router_; }
-
- private:
-  std::shared_ptr<SharedCudaContext> shared_;
-  std::unique_ptr<kernels::CudaMoELayer> layer_;
-  kernels::MoELayerWeightsView host_weights_;
-  kernels::RouterConfig router_;
-  bool fallback_logged_ = false;
-};
 
 class CudaBackend : public MoEBackend {
  public:
@@ -94,6 +47,11 @@ class CudaBackend : public MoEBackend {
         std::unique_ptr<kernels::CudaMoELayer> layer,
         kernels::CudaMoELayer::Upload(*shared_->context, host_weights, router, options));
     return std::make_unique<CudaPreparedLayer>(shared_, std::move(layer), host_weights, router);
+  }
+
+  absl::StatusOr<std::unique_ptr<DeviceDecoder>> CreateDeviceDecoder(
+      const DeviceDecoderInputs& inputs) override {
+    return CreateCudaDecoder(shared_, inputs);
   }
 
  private:

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "moe/kernels/moe_layer.h"
+#include "server/engine/decoder/device_decoder.h"
 
 namespace moe::engine {
 
@@ -51,6 +52,14 @@ class MoEBackend {
   // backends that read weights in place (CPU); device backends copy them.
   virtual absl::StatusOr<std::unique_ptr<PreparedMoELayer>> PrepareLayer(
       const kernels::MoELayerWeightsView& host_weights, const kernels::RouterConfig& router) = 0;
+
+  // Makes a decoder run whole steps on this backend's device, with `inputs.moe_layers` prepared
+  // by this backend. Null (the CPU backend) where the dense parts run on the host.
+  virtual absl::StatusOr<std::unique_ptr<DeviceDecoder>> CreateDeviceDecoder(
+      const DeviceDecoderInputs& inputs) {
+    (void)inputs;
+    return std::unique_ptr<DeviceDecoder>();
+  }
 };
 
 enum class BackendChoice { kAuto, kCpu, kCuda };

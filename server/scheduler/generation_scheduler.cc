@@ -93,8 +93,9 @@ absl::StatusOr<std::unique_ptr<GenerationScheduler>> GenerationScheduler::Create
   engine::KvCacheShape shape = model->kv_shape();
   shape.block_tokens = options.kv_block_tokens;
   absl::StatusOr<std::unique_ptr<engine::KvCache>> cache =
-      engine::KvCache::Create(shape, options.kv_cache_bytes);
+      engine::KvCache::Create(shape, options.kv_cache_bytes, model->kv_storage());
   if (!cache.ok()) return cache.status();
+  if (absl::Status status = model->PrepareKvCache(**cache); !status.ok()) return status;
   return std::unique_ptr<GenerationScheduler>(new GenerationScheduler(
       std::move(model), std::move(*cache), options, max_model_len, metrics));
 }

@@ -1,6 +1,7 @@
-// The decoder with its MoE blocks on the CUDA backend in bf16 (attention, norms, embeddings and
-// the LM head on the host in float32), on every reference checkpoint of the fixtures folder:
-// the generation path a GPU server runs today. Skips without a CUDA device.
+// The decoder on the CUDA backend, on every reference checkpoint of the fixtures folder: the
+// whole step on the device (server/engine/decoder/cuda_decoder.cc: dense parts in float32 with
+// cuBLAS, paged attention over the device KV pool, MoE blocks in bf16), the generation path a
+// GPU server runs. Skips without a CUDA device.
 //
 // Bounds: tests/fixtures/README.md gives relative L2 2e-2 for one MoE block in bf16; every layer
 // adds its block's error to the residual stream, so the whole model's logits are held to 5e-2
@@ -8,10 +9,15 @@
 // in bf16 may legitimately leave the reference's path where two logits are close, so the first
 // greedy token is required to match only where the reference's top-two margin at the last prompt
 // token exceeds 0.05 (the bf16 logits' error is far below that); all 8 are reported.
+//
+// Batching: sequences of different lengths decoded together must get what each gets alone. The
+// expert GEMMs see other rows in a batch (other tile shapes, other bf16 rounding), so the bound
+// is the bf16 one, 5e-2, far below what another sequence's rows or KV blocks would give.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -92,6 +98,74 @@ TEST_P(CudaDecoderTest, PromptLogitsAndGreedyTokensMatchReferenceWithMoEBlocksOn
         std::filesystem::path(dir).filename().c_str(), seq.c_str(),
         gpu.backend->device_description().c_str(), against_reference, against_cpu,
         greedy == want_greedy ? "matches all 8" : "differs", margin);
+  }
+}
+
+TEST_P(CudaDecoderTest, SequencesDecodedTogetherGetWhatEachGetsAlone) {
+  MOE_SKIP_WITHOUT_CUDA();
+  const std::string dir = GetParam();
+  engine::BackendOptions options;
+  options.choice = engine::BackendChoice::kCuda;
+  MOE_ASSERT_OK_AND_ASSIGN(auto cuda_backend, engine::CreateCudaBackend(options));
+  testing::LoadedDecoder gpu;
+  ASSERT_NO_FATAL_FAILURE(
+      testing::LoadDecoder(dir, &gpu, /*blocks=*/128, /*block_tokens=*/4, std::move(cuda_backend)));
+  EXPECT_TRUE(gpu.model->runs_on_device());
+  EXPECT_EQ(gpu.model->kv_storage(), engine::KvStorage::kNone);
+  const int64_t vocab = gpu.model->spec().vocab_size;
+  const uint64_t seed = testing::FreshSeed();
+  std::mt19937_64 rng(seed);
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab - 1));
+  const std::vector<size_t> lengths = {3, 11, 6};
+  std::vector<std::vector<int32_t>> prompts;
+  for (size_t length : lengths) {
+    std::vector<int32_t> prompt(length);
+    for (int32_t& id : prompt) id = token(rng);
+    prompts.push_back(std::move(prompt));
+  }
+  constexpr int kSteps = 4;
+  // Alone: each prompt, then kSteps decode steps of fixed tokens, each step's logits kept.
+  std::vector<std::vector<float>> alone(prompts.size());
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    engine::KvSequence sequence(gpu.cache.get());
+    std::vector<float> logits;
+    ASSERT_NO_FATAL_FAILURE(testing::StepOne(*gpu.model, sequence, prompts[s], false, &logits));
+    alone[s] = logits;
+    for (int step = 0; step < kSteps; ++step) {
+      ASSERT_NO_FATAL_FAILURE(
+          testing::StepOne(*gpu.model, sequence, {static_cast<int32_t>(step + 1)}, false, &logits));
+      alone[s].insert(alone[s].end(), logits.begin(), logits.end());
+    }
+  }
+  // Together: the prompts as prefill chunks of one step, then decode steps of all three.
+  std::vector<engine::KvSequence> sequences;
+  for (size_t s = 0; s < prompts.size(); ++s) sequences.emplace_back(gpu.cache.get());
+  std::vector<std::vector<float>> together(prompts.size());
+  for (int step = -1; step < kSteps; ++step) {
+    std::vector<std::vector<int32_t>> tokens(prompts.size());
+    std::vector<engine::DecoderChunk> chunks;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      tokens[s] = step < 0 ? prompts[s] : std::vector<int32_t>{static_cast<int32_t>(step + 1)};
+      ASSERT_TRUE(
+          sequences[s].Reserve(sequences[s].length() + static_cast<int64_t>(tokens[s].size())));
+    }
+    for (size_t s = 0; s < prompts.size(); ++s) chunks.push_back({&sequences[s], tokens[s], false});
+    std::vector<float> logits(prompts.size() * vocab, NAN);
+    engine::DecoderStepOutputs outputs;
+    outputs.logits = logits.data();
+    MOE_ASSERT_OK(gpu.model->Step(chunks, outputs));
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      together[s].insert(together[s].end(), logits.begin() + s * vocab,
+                         logits.begin() + (s + 1) * vocab);
+    }
+  }
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    ASSERT_EQ(together[s].size(), alone[s].size());
+    const double error = testing::RelativeL2(together[s].data(), alone[s].data(), alone[s].size());
+    EXPECT_LT(error, kBf16ModelTolerance) << "sequence " << s << " of length " << lengths[s];
+    std::printf("%s: sequence of %zu tokens batched vs alone, rel L2 %.2e over %d steps\n",
+                std::filesystem::path(dir).filename().c_str(), lengths[s], error, kSteps + 1);
   }
 }
 

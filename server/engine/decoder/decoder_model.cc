@@ -71,6 +71,24 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Load(
     model->moe_layers_.push_back(std::move(prepared).value());
   }
   model->rope_ = std::make_unique<RotaryEmbedding>(c.head_dim, c.rope_theta);
+  DeviceDecoderInputs device_inputs;
+  device_inputs.config = &model->config_;
+  device_inputs.weights = &model->weights_;
+  device_inputs.moe_layers.assign(static_cast<size_t>(c.num_layers), nullptr);
+  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+    if (model->moe_index_[layer] >= 0) {
+      device_inputs.moe_layers[layer] = model->moe_layers_[model->moe_index_[layer]].get();
+    }
+  }
+  absl::StatusOr<std::unique_ptr<DeviceDecoder>> device =
+      backend->CreateDeviceDecoder(device_inputs);
+  if (!device.ok()) {
+    return absl::Status(
+        device.status().code(),
+        absl::StrCat(dir, ": the decoder on ", std::string(BackendKindName(backend->kind())), ": ",
+                     device.status().message()));
+  }
+  model->device_ = std::move(device).value();
 
   DecoderSpec& s = model->spec_;
   s.architecture = c.architecture;
@@ -103,9 +121,18 @@ KvCacheShape DecoderModel::kv_shape() const {
                       .head_dim = config_.head_dim};
 }
 
+absl::Status DecoderModel::PrepareKvCache(const KvCache& cache) {
+  if (cache.storage() != kv_storage()) {
+    return absl::InvalidArgumentError(
+        "the KV cache's storage does not match the model's kv_storage()");
+  }
+  return device_ != nullptr ? device_->AllocateKvPool(cache) : absl::OkStatus();
+}
+
 absl::Status DecoderModel::Validate(std::span<const DecoderChunk> chunks) const {
   const KvCacheShape shape = kv_shape();
   std::set<const KvSequence*> seen;
+  const KvCache* device_cache = nullptr;
   int64_t total = 0;
   for (size_t c = 0; c < chunks.size(); ++c) {
     const DecoderChunk& chunk = chunks[c];
@@ -124,6 +151,22 @@ absl::Status DecoderModel::Validate(std::span<const DecoderChunk> chunks) const 
                        " layers x ", cache_shape.num_kv_heads, " kv heads x ", cache_shape.head_dim,
                        "; this model needs ", shape.num_layers, " x ", shape.num_kv_heads, " x ",
                        shape.head_dim));
+    }
+    if (chunk.sequence->cache()->storage() != kv_storage()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "chunk ", c, "'s sequence belongs to a KV cache ",
+          kv_storage() == KvStorage::kHost
+              ? "without host storage; this model computes on the host"
+              : "in host memory; this model keeps its cache on the device (KvStorage::kNone)"));
+    }
+    if (device_ != nullptr) {
+      if (device_cache == nullptr) device_cache = chunk.sequence->cache();
+      if (chunk.sequence->cache() != device_cache) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("chunk ", c,
+                         "'s sequence belongs to another KV cache than chunk 0's; on a device "
+                         "one step reads one cache"));
+      }
     }
     const int64_t n = static_cast<int64_t>(chunk.tokens.size());
     if (n == 0) return absl::InvalidArgumentError(absl::StrCat("chunk ", c, " has no tokens"));
@@ -285,6 +328,16 @@ absl::Status DecoderModel::Step(std::span<const DecoderChunk> chunks,
     }
     if (outputs.expert_seconds != nullptr) {
       std::fill_n(outputs.expert_seconds, moe_layers * num_experts, 0.0);
+    }
+    return absl::OkStatus();
+  }
+
+  if (device_ != nullptr) {
+    int64_t tokens = 0;
+    for (const DecoderChunk& chunk : chunks) tokens += static_cast<int64_t>(chunk.tokens.size());
+    MOE_RETURN_IF_ERROR(device_->Step(chunks, tokens, outputs));
+    for (const DecoderChunk& chunk : chunks) {
+      chunk.sequence->Advance(static_cast<int64_t>(chunk.tokens.size()));
     }
     return absl::OkStatus();
   }

@@ -1,9 +1,14 @@
 // A Mixture-of-Experts decoder language model (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE) for
 // iteration-level batching: one Step runs several sequences' new tokens (prefill chunks and
 // decode tokens alike) through the network as one batch, with attention per sequence over its
-// pages of the KV cache. The dense parts run on the host in float32 (OpenBLAS); the MoE blocks
-// run on the backend they were prepared on, over all of the step's tokens at once, which is what
+// pages of the KV cache. The MoE blocks run over all of the step's tokens at once, which is what
 // makes continuous batching pay: the experts' GEMMs see every sequence's tokens together.
+//
+// Where it runs: on the CPU backend, the dense parts (attention, norms, projections, LM head)
+// run on the host in float32 (OpenBLAS) and the KV cache is host memory. A backend with a
+// device decoder (CUDA) runs the whole step on its device instead (device_decoder.h): dense
+// weights resident there, the KV cache's blocks in device memory (the KvCache then only keeps
+// the block tables: kv_storage() says which kind of cache the model needs).
 #pragma once
 
 #include <cstdint>
@@ -15,6 +20,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "moe/kernels/dtype.h"
+#include "server/engine/decoder/decoder_step.h"
+#include "server/engine/decoder/device_decoder.h"
 #include "server/engine/decoder/kv_cache.h"
 #include "server/engine/decoder/paged_attention.h"
 #include "server/engine/decoder/rotary_embedding.h"
@@ -50,28 +57,6 @@ struct DecoderSpec {
   std::string device;         // the backend's device description
 };
 
-// One sequence's part of a step.
-struct DecoderChunk {
-  // Tokens are appended at positions [sequence->length(), + tokens.size()). The sequence's cache
-  // must have the model's kv_shape().
-  KvSequence* sequence = nullptr;
-  std::span<const int32_t> tokens;  // a prompt chunk (chunked prefill) or the one decode token
-  bool all_logits = false;          // logits for every token (tests), else the last token's only
-};
-
-// Where a step writes; host pointers.
-struct DecoderStepOutputs {
-  // [sum over chunks of (all_logits ? tokens : 1), vocab_size], in chunk order. Null skips the LM
-  // head altogether (prefill chunks whose logits nobody reads).
-  float* logits = nullptr;
-  // As in ModelRunOutputs (servable_model.h), over the step's tokens, each optional:
-  int64_t* expert_token_counts = nullptr;  // [num_moe_layers, num_experts]
-  double* layer_seconds = nullptr;         // [num_moe_layers] wall time of each MoE block
-  double* gate_entropy_sum = nullptr;      // [num_moe_layers] sum over tokens (nats)
-  // [num_moe_layers, num_experts]; non-null makes this a (slower) profiling pass.
-  double* expert_seconds = nullptr;
-};
-
 class DecoderModel {
  public:
   // Reads `dir` (config.json + safetensors, validated by the model loader's readers), checks
@@ -90,13 +75,23 @@ class DecoderModel {
   const DecoderSpec& spec() const { return spec_; }
   // The geometry a KvCache for this model needs (block_tokens at its default).
   KvCacheShape kv_shape() const;
+  // The storage a KvCache for this model needs: kHost on the host path, kNone when a device
+  // decoder keeps the blocks in device memory.
+  KvStorage kv_storage() const { return device_ ? KvStorage::kNone : KvStorage::kHost; }
+  // Makes `cache` (of kv_shape() and kv_storage()) ready for Step: on a device, allocates its
+  // blocks' device memory now rather than at the first step (RESOURCE_EXHAUSTED when it does
+  // not fit). Nothing to do on the host path.
+  absl::Status PrepareKvCache(const KvCache& cache);
+  // Whether steps run on the backend's device from embedding to logits.
+  bool runs_on_device() const { return device_ != nullptr; }
 
   // One iteration over several sequences (see the file comment). Appends each chunk's K/V to
   // its sequence and advances the sequence's length. The caller Reserve()s first.
   // Errors, with nothing computed and no sequence changed: FAILED_PRECONDITION when a sequence
   // lacks the reserved capacity; INVALID_ARGUMENT for a token id outside the vocabulary, a
   // position past max_position_embeddings, an empty chunk, a null or repeated sequence, or a
-  // sequence from a cache of another shape. An error of the MoE backend is returned as it is
+  // sequence from a cache of another shape or storage (and, on a device, from another cache than
+  // the step's other sequences). An error of the MoE backend is returned as it is
   // (no sequence advances). Thread-compatible: one Step at a time.
   absl::Status Step(std::span<const DecoderChunk> chunks, const DecoderStepOutputs& outputs);
 
@@ -117,6 +112,7 @@ class DecoderModel {
   std::vector<std::unique_ptr<PreparedMoELayer>> moe_layers_;
   std::vector<int64_t> moe_index_;  // [num_layers] index into moe_layers_, -1 for dense layers
   std::unique_ptr<RotaryEmbedding> rope_;
+  std::unique_ptr<DeviceDecoder> device_;  // null: the host path
 
   // Workspace for one step, grown to the largest step; [tokens, ...] each.
   int64_t reserved_tokens_ = 0;

@@ -34,8 +34,8 @@ KvCache::KvCache(const KvCacheShape& shape, int64_t total_blocks, std::unique_pt
   }
 }
 
-absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheShape& shape,
-                                                         uint64_t bytes) {
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheShape& shape, uint64_t bytes,
+                                                         KvStorage storage_kind) {
   for (const auto& [name, value] : {std::pair<const char*, int64_t>{"num_layers", shape.num_layers},
                                     {"num_kv_heads", shape.num_kv_heads},
                                     {"head_dim", shape.head_dim},
@@ -57,6 +57,9 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheShape& sha
         shape.head_dim, " x 4 bytes); give it at least ", per_block, " bytes"));
   }
   const int64_t total_blocks = static_cast<int64_t>(std::min<uint64_t>(blocks, kMaxBlocks));
+  if (storage_kind == KvStorage::kNone) {
+    return std::unique_ptr<KvCache>(new KvCache(shape, total_blocks, nullptr));
+  }
   // Not value-initialised: the pages are only touched when tokens are written, and a block's
   // contents are never read past the sequence's length.
   std::unique_ptr<float[]> storage(

@@ -22,6 +22,12 @@ struct KvCacheShape {
   bool operator==(const KvCacheShape&) const = default;
 };
 
+// Where the blocks' keys and values live.
+enum class KvStorage {
+  kHost,  // host memory, float32: the CPU decoder reads and writes it through keys()/values()
+  kNone,  // bookkeeping only: a device decoder keeps the blocks in its own device memory
+};
+
 // The pool. Thread-compatible: the scheduler thread owns it and the sequences drawn from it.
 //
 // Memory layout, float32: block b holds, for each layer l, K then V, each
@@ -31,8 +37,10 @@ class KvCache {
  public:
   // A pool of floor(bytes / bytes_per_block) blocks. INVALID_ARGUMENT for a non-positive
   // dimension or when that is fewer than one block (the message names both sizes);
-  // RESOURCE_EXHAUSTED when the memory cannot be had.
-  static absl::StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheShape& shape, uint64_t bytes);
+  // RESOURCE_EXHAUSTED when the memory cannot be had. With KvStorage::kNone nothing is
+  // allocated here; `bytes` still sizes the pool, in the device memory of whoever stores it.
+  static absl::StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheShape& shape, uint64_t bytes,
+                                                         KvStorage storage = KvStorage::kHost);
 
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
@@ -46,8 +54,11 @@ class KvCache {
   // Blocks needed to hold `tokens` tokens (0 for tokens <= 0).
   int64_t BlocksFor(int64_t tokens) const;
 
+  KvStorage storage() const { return storage_ ? KvStorage::kHost : KvStorage::kNone; }
+
   // Where block `block`'s keys / values of `layer` start ([num_kv_heads, block_tokens,
   // head_dim]). For the decoder's attention; `block` comes from a sequence's block table.
+  // KvStorage::kHost only.
   float* keys(int32_t block, int64_t layer) { return Layer(block, layer); }
   float* values(int32_t block, int64_t layer) { return Layer(block, layer) + layer_floats_; }
 

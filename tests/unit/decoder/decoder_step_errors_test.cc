@@ -93,6 +93,19 @@ TEST_F(DecoderStepErrorsTest, MalformedChunksAreInvalidArgument) {
   ASSERT_TRUE(foreign.Reserve(2));
   EXPECT_THAT(Step({{&foreign, tokens}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("KV cache")));
+  // A cache without host storage (a device decoder's) on the host path.
+  EXPECT_EQ(loaded_.model->kv_storage(), engine::KvStorage::kHost);
+  MOE_ASSERT_OK_AND_ASSIGN(
+      auto bookkeeping,
+      engine::KvCache::Create(loaded_.model->kv_shape(), 1 << 22, engine::KvStorage::kNone));
+  EXPECT_THAT(loaded_.model->PrepareKvCache(*bookkeeping),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("storage")));
+  MOE_EXPECT_OK(loaded_.model->PrepareKvCache(*loaded_.cache));
+  engine::KvSequence unstored(bookkeeping.get());
+  ASSERT_TRUE(unstored.Reserve(2));
+  EXPECT_THAT(Step({{&unstored, tokens}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("without host storage")));
+  EXPECT_EQ(unstored.length(), 0);
   EXPECT_EQ(sequence.length(), 0);
 }
 

@@ -37,10 +37,11 @@ inline void LoadDecoder(const std::string& dir, LoadedDecoder* loaded, int64_t b
   MOE_ASSERT_OK_AND_ASSIGN(loaded->model, engine::DecoderModel::Load(dir, loaded->backend.get()));
   engine::KvCacheShape shape = loaded->model->kv_shape();
   shape.block_tokens = block_tokens;
-  auto probe = engine::KvCache::Create(shape, uint64_t{1} << 30);
+  auto probe = engine::KvCache::Create(shape, uint64_t{1} << 30, engine::KvStorage::kNone);
   MOE_ASSERT_OK(probe.status());
   const uint64_t bytes = (*probe)->bytes_per_block() * static_cast<uint64_t>(blocks);
-  MOE_ASSERT_OK_AND_ASSIGN(loaded->cache, engine::KvCache::Create(shape, bytes));
+  MOE_ASSERT_OK_AND_ASSIGN(loaded->cache,
+                           engine::KvCache::Create(shape, bytes, loaded->model->kv_storage()));
 }
 
 // One chunk through Step; `logits` receives its rows ([n or 1, vocab]), poisoned first.

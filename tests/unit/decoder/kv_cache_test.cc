@@ -41,6 +41,19 @@ TEST(KvCacheTest, PoolHoldsWholeBlocksOfTheGivenBytes) {
   EXPECT_EQ(cache->BlocksFor(5), 2);
 }
 
+TEST(KvCacheTest, BookkeepingOnlyPoolKeepsTheSameBlocksWithoutHostMemory) {
+  // 16 GiB of blocks: with KvStorage::kNone no block memory is allocated here.
+  constexpr uint64_t kBytes = uint64_t{1} << 34;
+  auto cache = KvCache::Create(kShape, kBytes, KvStorage::kNone);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  EXPECT_EQ((*cache)->storage(), KvStorage::kNone);
+  EXPECT_EQ((*cache)->total_blocks(), static_cast<int64_t>(kBytes / kBlockBytes));
+  KvSequence sequence(cache->get());
+  ASSERT_TRUE(sequence.Reserve(9));
+  EXPECT_EQ(sequence.num_blocks(), 3);
+  EXPECT_EQ(MakeCache(2)->storage(), KvStorage::kHost);
+}
+
 TEST(KvCacheTest, CreateRefusesLessThanOneBlockNamingTheSizes) {
   EXPECT_THAT(
       KvCache::Create(kShape, kBlockBytes - 1),

@@ -171,6 +171,13 @@ fi
 gpu_tests=($(sed -n 's/^moe_add_test(\([A-Za-z0-9_]*\).*/\1/p' "$root/tests/gpu/CMakeLists.txt"))
 targets=(moe_kernels_cuda moe_engine "${gpu_tests[@]}")
 ((bench)) && targets+=(moe-bench)
+# The decoder step benchmark exists where Google Benchmark was found (fetch_deps.sh brings it).
+decoder_bench=0
+if ((bench)) && cmake --build "$build_dir" --target help 2>/dev/null |
+    grep -q 'moe-decoder-step-bench'; then
+  decoder_bench=1
+  targets+=(moe-decoder-step-bench)
+fi
 if run_logged "$logs/build.log" cmake --build "$build_dir" -j "$jobs" --target "${targets[@]}"; then
   record build PASS "$elapsed" "${targets[*]}"
 else
@@ -207,6 +214,7 @@ if ((bench)) && [[ -n $no_device ]]; then
   record "moe-bench cuda expert timing" SKIP 0 "$no_device"
   record "torch peer (bf16)" SKIP 0 "$no_device"
   record "paged attention decode bench" SKIP 0 "$no_device"
+  ((decoder_bench)) && record "decoder step bench cuda" SKIP 0 "$no_device"
 elif ((bench)); then
   for dtype in ${dtypes//,/ }; do
     log=$logs/bench-cuda-$dtype.log
@@ -236,6 +244,19 @@ elif ((bench)); then
     record "paged attention decode bench" PASS "$elapsed" "f32/bf16 cache, H=32 KV=8 hd=128"
   else
     record "paged attention decode bench" FAIL "$elapsed" "see $raw"
+  fi
+  # Whole decode passes of a decoder on the device (the Mixtral reference checkpoint, so
+  # launch-bound: it shows how a pass's time grows with the batch, not a large model's rate).
+  if ((decoder_bench)); then
+    log=$logs/bench-decoder-step-cuda.log
+    if run_logged "$log" "$build_dir/bench/moe-decoder-step-bench" --backend cuda \
+        --benchmark_min_time=0.2; then
+      record "decoder step bench cuda" PASS "$elapsed" "Mixtral reference checkpoint, batch 1-64"
+    else
+      record "decoder step bench cuda" FAIL "$elapsed" "see $log"
+    fi
+  else
+    record "decoder step bench cuda" SKIP 0 "Google Benchmark not found at configure time"
   fi
   if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
       >/dev/null 2>&1; then

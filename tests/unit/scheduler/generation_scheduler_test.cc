@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/notification.h"
 #include "server/engine/decoder/decoder_model.h"
 #include "server/engine/moe_backend.h"
@@ -79,6 +80,27 @@ class CollectingSink : public GenerationSink {
   absl::Notification* first_token_ = nullptr;
 };
 
+// A CollectingSink that blocks the scheduler thread in its first OnTokens until Release().
+class HoldingSink : public CollectingSink {
+ public:
+  void OnTokens(std::span<const int32_t> ids, std::span<const float> logprobs) override {
+    CollectingSink::OnTokens(ids, logprobs);
+    if (!holding_.HasBeenNotified()) {
+      holding_.Notify();
+      released_.WaitForNotification();
+    }
+  }
+  void WaitUntilHolding() { holding_.WaitForNotification(); }
+  // Idempotent: the tests' cleanup releases again, in case a failure skipped the release.
+  void Release() {
+    if (!released_.HasBeenNotified()) released_.Notify();
+  }
+
+ private:
+  absl::Notification holding_;
+  absl::Notification released_;
+};
+
 class GenerationSchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override { backend_ = engine::CreateCpuBackend(); }
@@ -105,23 +127,24 @@ class GenerationSchedulerTest : public ::testing::Test {
     return request;
   }
 
-  // Static batching admits a batch only once the previous one has ended. A long sequence,
-  // running alone until the test has queued its requests and then cancelled, makes the next
-  // batch out of exactly those requests however the threads are timed. Returns its id.
-  static SequenceId HoldStaticAdmission(GenerationScheduler& scheduler, CollectingSink* holder) {
-    absl::Notification started;
-    holder->NotifyOnFirstToken(&started);
+  // Static batching admits a batch only once the previous one has ended. A holding sequence,
+  // whose sink blocks the scheduler thread in its first OnTokens until the test has queued its
+  // requests and cancelled it, makes the next batch out of exactly those requests however the
+  // threads are timed. Returns its id.
+  static SequenceId HoldStaticAdmission(GenerationScheduler& scheduler, HoldingSink* holder) {
     absl::StatusOr<SequenceId> id =
         scheduler.Submit(Request(holder, scheduler.max_model_len() - 2, {1, 2}));
     EXPECT_TRUE(id.ok()) << id.status();
-    started.WaitForNotification();
+    holder->WaitUntilHolding();
     return id.value_or(0);
   }
   static void ReleaseStaticAdmission(GenerationScheduler& scheduler, SequenceId id,
-                                     CollectingSink* holder) {
-    scheduler.Cancel(id);
+                                     HoldingSink* holder) {
+    scheduler.Cancel(id);  // applied before the scheduler's next pass
+    holder->Release();
     ASSERT_TRUE(holder->Wait());
     EXPECT_EQ(holder->status().code(), absl::StatusCode::kCancelled);
+    EXPECT_EQ(holder->tokens().size(), 1u);
   }
 
   std::unique_ptr<engine::MoEBackend> backend_;
@@ -194,9 +217,12 @@ TEST_F(GenerationSchedulerTest, StaticBatchingPadsFinishedRowsAndEndsTheBatchTog
   GenerationOptions options;
   options.batching = GenerationBatching::kStatic;
   options.max_running_sequences = 2;
+  // Sinks first: the scheduler, which may still call them, goes before them.
+  HoldingSink holder;
+  CollectingSink a, b, c;
   auto scheduler = Make(options);
   ASSERT_NE(scheduler, nullptr);
-  CollectingSink holder, a, b, c;
+  const absl::Cleanup unblock = [&holder] { holder.Release(); };
   const SequenceId hold = HoldStaticAdmission(*scheduler, &holder);
   ASSERT_TRUE(scheduler->Submit(Request(&a, 60)).ok());
   ASSERT_TRUE(scheduler->Submit(Request(&b, 5, {9, 10, 11})).ok());
@@ -226,9 +252,12 @@ TEST_F(GenerationSchedulerTest, StaticBatchingStopsPaddingARowAtMaxModelLen) {
   options.batching = GenerationBatching::kStatic;
   options.max_running_sequences = 2;
   options.max_model_len = 40;
+  // Sinks first: the scheduler, which may still call them, goes before them.
+  HoldingSink holder;
+  CollectingSink a, b;
   auto scheduler = Make(options);
   ASSERT_NE(scheduler, nullptr);
-  CollectingSink holder, a, b;
+  const absl::Cleanup unblock = [&holder] { holder.Release(); };
   const SequenceId hold = HoldStaticAdmission(*scheduler, &holder);
   ASSERT_TRUE(scheduler->Submit(Request(&a, 30)).ok());  // 3 + 30 tokens
   // 30 + 5 tokens: its row can be padded 5 more tokens, to 40, not the 25 a still needs.
@@ -247,9 +276,12 @@ TEST_F(GenerationSchedulerTest, StaticEarlyExitAdmitsNothingUntilTheBatchFinishe
   GenerationOptions options;
   options.batching = GenerationBatching::kStaticEarlyExit;
   options.max_running_sequences = 2;
+  // Sinks first: the scheduler, which may still call them, goes before them.
+  HoldingSink holder;
+  CollectingSink a, b, c;
   auto scheduler = Make(options);
   ASSERT_NE(scheduler, nullptr);
-  CollectingSink holder, a, b, c;
+  const absl::Cleanup unblock = [&holder] { holder.Release(); };
   const SequenceId hold = HoldStaticAdmission(*scheduler, &holder);
   ASSERT_TRUE(scheduler->Submit(Request(&a, 60)).ok());
   ASSERT_TRUE(scheduler->Submit(Request(&b, 5)).ok());

@@ -394,17 +394,21 @@ absl::Status CudaDecoder::MlpBlock(const DeviceLayer& layer, int64_t tokens,
   const model::ModelConfig& c = config_;
   const int64_t d = c.hidden_size;
   float* hidden = hidden_.as<float>();
+  // The post-attention norm writes the MoE block's rows in its compute dtype directly, a dense
+  // MLP's in float32.
+  const DType norm_dtype = layer.moe != nullptr ? layer.moe->compute_dtype() : DType::kF32;
+  MOE_RETURN_IF_ERROR(
+      kernels::CudaRmsNorm(context, {.x = hidden,
+                                     .x_stride = d,
+                                     .num_rows = tokens,
+                                     .width = d,
+                                     .weight = layer.post_attention_norm.as<float>(),
+                                     .eps = c.rms_norm_eps,
+                                     .y = layer.moe != nullptr ? moe_in_.data() : normed_.data(),
+                                     .y_dtype = norm_dtype,
+                                     .y_stride = d}));
   if (layer.moe == nullptr) {
     const int64_t f = layer.dense_ffn;
-    MOE_RETURN_IF_ERROR(
-        kernels::CudaRmsNorm(context, {.x = hidden,
-                                       .x_stride = d,
-                                       .num_rows = tokens,
-                                       .width = d,
-                                       .weight = layer.post_attention_norm.as<float>(),
-                                       .eps = c.rms_norm_eps,
-                                       .y = normed_.data(),
-                                       .y_stride = d}));
     MOE_RETURN_IF_ERROR(kernels::CudaLinear(context, layer.gate_up.as<float>(), nullptr, 2 * f, d,
                                             normed_.as<float>(), tokens, mlp_hidden_.as<float>()));
     MOE_RETURN_IF_ERROR(
@@ -414,20 +418,9 @@ absl::Status CudaDecoder::MlpBlock(const DeviceLayer& layer, int64_t tokens,
     return kernels::CudaAddInPlace(context, hidden, block_out_.data(), DType::kF32, tokens * d);
   }
 
-  // The MoE block reads and writes rows in its compute dtype: the norm writes them so directly.
-  const DType compute = layer.moe->compute_dtype();
+  const DType compute = norm_dtype;
   const int64_t moe = layer.moe_index;
   const int64_t num_experts = c.num_experts;
-  MOE_RETURN_IF_ERROR(
-      kernels::CudaRmsNorm(context, {.x = hidden,
-                                     .x_stride = d,
-                                     .num_rows = tokens,
-                                     .width = d,
-                                     .weight = layer.post_attention_norm.as<float>(),
-                                     .eps = c.rms_norm_eps,
-                                     .y = moe_in_.data(),
-                                     .y_dtype = compute,
-                                     .y_stride = d}));
   kernels::CudaMoEOutputs moe_outputs;
   moe_outputs.output = moe_out_.data();
   if (outputs.gate_entropy_sum != nullptr) moe_outputs.router_logits = router_logits_.as<float>();

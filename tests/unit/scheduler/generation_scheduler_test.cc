@@ -14,6 +14,7 @@
 #include "server/engine/decoder/decoder_model.h"
 #include "server/engine/moe_backend.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/unit/decoder/fake_device_backend.h"
 
 namespace moe::scheduler {
 namespace {
@@ -297,6 +298,29 @@ TEST_F(GenerationSchedulerTest, StaticEarlyExitAdmitsNothingUntilTheBatchFinishe
   // ... and c's first token came after a's last.
   EXPECT_GE(c.first_token_at(), a.finished_at());
   EXPECT_EQ(c.tokens().size(), 5u);
+}
+
+// A model whose steps run on a device gets a cache without host storage, and its device pool
+// is allocated when the scheduler is made: a pool that does not fit fails Create.
+TEST(GenerationSchedulerDeviceTest, CreateAllocatesTheDevicePoolAndFailsWhenItDoesNotFit) {
+  testing::FakeDeviceRecord record;
+  testing::FakeDeviceBackend backend(&record);
+  GenerationOptions options;
+  options.kv_cache_bytes = 1 << 22;
+  options.model_name = "mix";
+  {
+    MOE_ASSERT_OK_AND_ASSIGN(auto model, engine::DecoderModel::Load(kFixture, &backend));
+    MOE_ASSERT_OK_AND_ASSIGN(auto scheduler,
+                             GenerationScheduler::Create(std::move(model), options));
+    EXPECT_EQ(record.allocations, 1);
+    ASSERT_NE(record.allocated_for, nullptr);
+    EXPECT_EQ(record.allocated_for->storage(), engine::KvStorage::kNone);
+    EXPECT_EQ(record.allocated_for->total_blocks(), scheduler->kv_total_blocks());
+  }
+  record.allocate_status = absl::ResourceExhaustedError("the KV pool does not fit");
+  MOE_ASSERT_OK_AND_ASSIGN(auto model, engine::DecoderModel::Load(kFixture, &backend));
+  EXPECT_THAT(GenerationScheduler::Create(std::move(model), options).status(),
+              testing::StatusIs(absl::StatusCode::kResourceExhausted, ::testing::HasSubstr("fit")));
 }
 
 TEST(GenerationBatchingTest, NamesParseBackAndNothingElseParses) {

@@ -23,6 +23,7 @@
 #include "server/api/tls_files.h"
 #include "server/command_line.h"
 #include "server/common/logging.h"
+#include "server/engine/decoder/kv_cache_sizing.h"
 #include "server/engine/model_loader.h"
 #include "server/engine/moe_backend.h"
 #include "server/metrics/metrics_endpoint.h"
@@ -108,6 +109,11 @@ ABSL_FLAG(int, grpc_max_concurrent_streams, 100,
 ABSL_FLAG(uint64_t, kv_cache_bytes, uint64_t{1} << 30,
           "Language models: bytes of the KV-cache pool (per model), cut into blocks of "
           "--kv-block-tokens tokens. It bounds how many tokens all running sequences hold.");
+ABSL_FLAG(double, kv_cache_memory_fraction, 0.0,
+          "Language models: size each model's KV-cache pool as this fraction of the memory "
+          "free once the model is loaded (the CUDA device's free memory; on the CPU backend "
+          "the host's available memory), instead of --kv-cache-bytes. 0: use --kv-cache-bytes. "
+          "At most 0.95.");
 ABSL_FLAG(int64_t, kv_block_tokens, 16, "Language models: tokens per KV-cache block.");
 ABSL_FLAG(int64_t, max_model_len, 0,
           "Language models: most tokens (prompt plus generated) per sequence; 0 = the model's "
@@ -166,6 +172,7 @@ const std::vector<FlagUsage> kFlagUsage = {
     {"grpc_max_connection_age_grace", "DURATION"},
     {"grpc_max_concurrent_streams", "N"},
     {"kv_cache_bytes", "BYTES"},
+    {"kv_cache_memory_fraction", "F"},
     {"kv_block_tokens", "N"},
     {"max_model_len", "N"},
     {"max_running_sequences", "N"},
@@ -208,6 +215,12 @@ absl::StatusOr<scheduler::GenerationOptions> GenerationOptionsFromFlags(
   }
   if (options.kv_cache_bytes == 0) {
     return absl::InvalidArgumentError("--kv-cache-bytes must be more than 0");
+  }
+  const double fraction = absl::GetFlag(FLAGS_kv_cache_memory_fraction);
+  if (!(fraction >= 0.0 && fraction <= engine::kMaxKvCacheMemoryFraction)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv-cache-memory-fraction must be between 0 and ", engine::kMaxKvCacheMemoryFraction,
+        " (0: use --kv-cache-bytes), got ", fraction));
   }
   return options;
 }
@@ -551,6 +564,18 @@ int Run(int argc, char** argv) {
       if (model_metrics != nullptr) model_metrics->EnableGeneration();
       scheduler::GenerationOptions options = *generation_options;
       options.model_name = spec.name;
+      // Sized now, with this model's weights in memory (and any earlier model's pool).
+      if (const double fraction = absl::GetFlag(FLAGS_kv_cache_memory_fraction); fraction > 0) {
+        absl::StatusOr<uint64_t> bytes = engine::KvCacheBytesForFraction(fraction, **backend);
+        if (!bytes.ok()) {
+          return Fail(
+              absl::Status(bytes.status().code(),
+                           absl::StrCat("model '", spec.name, "': --kv-cache-memory-fraction: ",
+                                        bytes.status().message())),
+              1);
+        }
+        options.kv_cache_bytes = *bytes;
+      }
       absl::StatusOr<std::unique_ptr<scheduler::GenerationScheduler>> created =
           scheduler::GenerationScheduler::Create(std::move(model->decoder), options, model_metrics);
       if (!created.ok()) {
@@ -565,6 +590,7 @@ int Run(int argc, char** argv) {
           {{"model", spec.name},
            {"batching", std::string(scheduler::GenerationBatchingName(options.batching))},
            {"max_model_len", absl::StrCat(generator->max_model_len())},
+           {"kv_cache_bytes", absl::StrCat(options.kv_cache_bytes)},
            {"kv_cache_blocks", absl::StrCat(generator->kv_total_blocks())},
            {"kv_block_tokens", absl::StrCat(options.kv_block_tokens)},
            {"tokenizer", text_tokenizer != nullptr ? text_tokenizer->source()

@@ -5,7 +5,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <fstream>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -13,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/integration_util.h"
+#include "tests/testing/fixtures.h"
 #include "tests/testing/scratch_dir.h"
 #include "tests/testing/server_process.h"
 
@@ -33,8 +37,8 @@ TEST(CommandLine, HelpExitsZeroAndListsEveryFlag) {
   for (const char* flag :
        {"address", "model", "backend", "max-batch-tokens", "max-queue-delay-us", "max-queue",
         "drain-timeout", "max-message-bytes", "metrics-port", "expert-timing-sample-rate",
-        "metrics-window", "metrics-expert-series", "kv-cache-bytes", "kv-block-tokens",
-        "max-model-len", "max-running-sequences", "generation-batching"}) {
+        "metrics-window", "metrics-expert-series", "kv-cache-bytes", "kv-cache-memory-fraction",
+        "kv-block-tokens", "max-model-len", "max-running-sequences", "generation-batching"}) {
     EXPECT_THAT(help, HasSubstr(absl::StrCat("--", flag))) << help;
   }
 }
@@ -116,6 +120,43 @@ TEST(CommandLine, BadGenerationFlagsAreUsageErrors) {
   const Exited length = RunToExit({"--max-model-len", "-1"});
   EXPECT_EQ(length.code, 2) << length.log;
   EXPECT_THAT(length.log, HasSubstr("--max-model-len"));
+  for (const char* fraction : {"-0.1", "0.99", "nan"}) {
+    const Exited exited = RunToExit({"--kv-cache-memory-fraction", fraction});
+    EXPECT_EQ(exited.code, 2) << fraction << ": " << exited.log;
+    EXPECT_THAT(exited.log, HasSubstr("--kv-cache-memory-fraction")) << fraction;
+  }
+}
+
+// MemAvailable of /proc/meminfo, in bytes (0 when unreadable).
+uint64_t HostMemAvailable() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib << 10;
+  }
+  return 0;
+}
+
+TEST(CommandLine, KvCacheMemoryFractionSizesThePoolFromAvailableMemory) {
+  const std::vector<std::string> folders = testing::FixtureFolders();
+  ASSERT_FALSE(folders.empty()) << "no fixture folders under " << testing::FixturesRoot();
+  auto server = StartServer({"--backend", "cpu", "--model", "lm=" + folders.front(),
+                             "--kv-cache-memory-fraction", "0.001"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const uint64_t available = HostMemAvailable();
+  ASSERT_GT(available, 0u);
+  const std::string log = (*server)->ReadLog();
+  std::smatch match;
+  const std::regex bytes_field("kv_cache_bytes=([0-9]+)");
+  ASSERT_TRUE(std::regex_search(log, match, bytes_field)) << log;
+  const double bytes = std::stod(match[1].str());
+  // A thousandth of what the host had free when the model loaded; free memory moves a little
+  // between then and now, and other processes run.
+  EXPECT_GT(bytes, 0.0005 * static_cast<double>(available)) << log;
+  EXPECT_LT(bytes, 0.002 * static_cast<double>(available)) << log;
+  EXPECT_THAT(log, Not(HasSubstr("kv_cache_blocks=0 ")));
 }
 
 TEST(CommandLine, BusyMetricsPortExitsNamingIt) {

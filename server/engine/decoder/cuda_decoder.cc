@@ -110,19 +110,6 @@ class CudaDecoder : public DeviceDecoder {
     return context.Synchronize();
   }
 
-  uint64_t device_bytes() const override {
-    absl::MutexLock lock(&shared_->mu);
-    uint64_t bytes = embed_.bytes() + final_norm_.bytes() + lm_head_.bytes() + pool_.bytes();
-    for (const DeviceLayer& l : layers_) {
-      for (const DeviceBuffer* b : {&l.input_norm, &l.post_attention_norm, &l.qkv, &l.qkv_bias,
-                                    &l.q_norm, &l.k_norm, &l.o, &l.gate_up, &l.down}) {
-        bytes += b->bytes();
-      }
-      if (l.moe != nullptr) bytes += static_cast<uint64_t>(l.moe->weight_bytes());
-    }
-    return bytes + WorkspaceBytes();
-  }
-
   absl::Status Step(std::span<const DecoderChunk> chunks, int64_t num_tokens,
                     const DecoderStepOutputs& outputs) override;
 
@@ -147,15 +134,6 @@ class CudaDecoder : public DeviceDecoder {
     return {&metadata_,           &hidden_,  &normed_, &qkv_,           &attention_, &block_out_,
             &mlp_hidden_,         &mlp_act_, &moe_in_, &router_logits_, &moe_out_,   &logits_,
             &attention_workspace_};
-  }
-  uint64_t WorkspaceBytes() const {
-    uint64_t bytes = 0;
-    for (const DeviceBuffer* b :
-         {&metadata_, &hidden_, &normed_, &qkv_, &attention_, &block_out_, &mlp_hidden_, &mlp_act_,
-          &moe_in_, &router_logits_, &moe_out_, &logits_, &attention_workspace_}) {
-      bytes += b->bytes();
-    }
-    return bytes;
   }
 
   StepLayout Layout(std::span<const DecoderChunk> chunks, int64_t num_tokens) const;

@@ -41,9 +41,6 @@ class DeviceDecoder {
   // Allocates the device memory that holds `cache`'s blocks (a step with another cache
   // reallocates). RESOURCE_EXHAUSTED, naming the size, when it does not fit.
   virtual absl::Status AllocateKvPool(const KvCache& cache) = 0;
-
-  // Device memory the dense weights and the KV pool take now.
-  virtual uint64_t device_bytes() const = 0;
 };
 
 }  // namespace moe::engine

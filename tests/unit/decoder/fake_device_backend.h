@@ -65,8 +65,6 @@ class FakeDeviceDecoder : public engine::DeviceDecoder {
     return record_->allocate_status;
   }
 
-  uint64_t device_bytes() const override { return 0; }
-
  private:
   FakeDeviceRecord* record_;
   int64_t vocab_;

@@ -2,8 +2,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <memory>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "cuda_check.cuh"
 #include "cuda_context.cuh"
 #include "cuda_event.cuh"
@@ -46,6 +49,60 @@ absl::StatusOr<std::vector<double>> TimeOnStreamMs(CudaContext& context,
     times.push_back(ms);
   }
   return times;
+}
+
+struct CudaStreamMarks::Impl {
+  CudaContext* context = nullptr;
+  std::vector<CudaEvent> events;
+  std::vector<bool> marked;
+};
+
+CudaStreamMarks::CudaStreamMarks(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaStreamMarks::~CudaStreamMarks() = default;
+
+absl::StatusOr<std::unique_ptr<CudaStreamMarks>> CudaStreamMarks::Create(CudaContext& context,
+                                                                         int count) {
+  if (count < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("CudaStreamMarks: count ", count, " < 1"));
+  }
+  MOE_RETURN_IF_ERROR(context.impl().Activate());
+  auto impl = std::make_unique<Impl>();
+  impl->context = &context;
+  impl->events.resize(static_cast<size_t>(count));
+  for (CudaEvent& event : impl->events) MOE_RETURN_IF_ERROR(event.Create());
+  impl->marked.assign(static_cast<size_t>(count), false);
+  return std::unique_ptr<CudaStreamMarks>(new CudaStreamMarks(std::move(impl)));
+}
+
+int CudaStreamMarks::count() const { return static_cast<int>(impl_->events.size()); }
+
+absl::Status CudaStreamMarks::Mark(int index) {
+  if (index < 0 || index >= count()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CudaStreamMarks: mark ", index, " outside [0, ", count(), ")"));
+  }
+  CudaContext::Impl& ctx = impl_->context->impl();
+  MOE_RETURN_IF_ERROR(ctx.Activate());
+  MOE_CUDA_RETURN_IF_ERROR(cudaEventRecord(impl_->events[index].get(), ctx.stream));
+  impl_->marked[index] = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> CudaStreamMarks::Seconds(int from, int to) {
+  if (from < 0 || from >= count() || to < 0 || to >= count()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CudaStreamMarks: marks ", from, " and ", to, " outside [0, ", count(), ")"));
+  }
+  if (!impl_->marked[from] || !impl_->marked[to]) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CudaStreamMarks: mark ", impl_->marked[from] ? to : from, " not recorded"));
+  }
+  MOE_RETURN_IF_ERROR(impl_->context->impl().Activate());
+  MOE_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(impl_->events[to].get()));
+  float ms = 0.0f;
+  MOE_CUDA_RETURN_IF_ERROR(
+      cudaEventElapsedTime(&ms, impl_->events[from].get(), impl_->events[to].get()));
+  return static_cast<double>(ms) / 1e3;
 }
 
 }  // namespace moe::kernels

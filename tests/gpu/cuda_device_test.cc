@@ -135,6 +135,29 @@ TEST_F(CudaDeviceTest, BufferCopiesAreBoundsChecked) {
   EXPECT_EQ(moved.bytes(), 64u);
 }
 
+TEST_F(CudaDeviceTest, StreamMarksTimeQueuedWorkWithoutWaiting) {
+  auto buffer = DeviceBuffer::Allocate(*context_, 256 << 20);
+  ASSERT_THAT(buffer, IsOk());
+  auto marks = CudaStreamMarks::Create(*context_, 3);
+  ASSERT_THAT(marks, IsOk());
+  EXPECT_EQ((*marks)->count(), 3);
+  EXPECT_THAT((*marks)->Seconds(0, 1), StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_THAT((*marks)->Mark(0), IsOk());
+  ASSERT_THAT(buffer->FillBytes(1), IsOk());  // 256 MiB written between marks 0 and 1
+  ASSERT_THAT((*marks)->Mark(1), IsOk());
+  ASSERT_THAT((*marks)->Mark(2), IsOk());  // nothing between marks 1 and 2
+  auto filled = (*marks)->Seconds(0, 1);
+  ASSERT_THAT(filled, IsOk());
+  auto empty = (*marks)->Seconds(1, 2);
+  ASSERT_THAT(empty, IsOk());
+  EXPECT_GT(*filled, 0.0);
+  EXPECT_LT(*filled, 1.0);  // 256 MiB at any current device's bandwidth
+  EXPECT_LT(*empty, *filled);
+  EXPECT_THAT((*marks)->Mark(3), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT((*marks)->Seconds(-1, 2), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(CudaStreamMarks::Create(*context_, 0), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST_F(CudaDeviceTest, TimerReturnsOnePositiveTimePerRepeat) {
   auto buffer = DeviceBuffer::Allocate(*context_, 64 << 20);
   ASSERT_THAT(buffer, IsOk());

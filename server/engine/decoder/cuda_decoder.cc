@@ -1,7 +1,6 @@
 #include "server/engine/decoder/cuda_decoder.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -69,6 +68,7 @@ class CudaDecoder : public DeviceDecoder {
     final_norm_ = DeviceBuffer();
     lm_head_ = DeviceBuffer();
     pool_ = DeviceBuffer();
+    marks_.reset();
     for (DeviceBuffer* buffer : Workspace()) *buffer = DeviceBuffer();
   }
 
@@ -107,6 +107,10 @@ class CudaDecoder : public DeviceDecoder {
         MOE_ASSIGN_OR_RETURN(layer.down, engine::Upload(context, host.dense_mlp.down));
       }
     }
+    num_moe_layers_ = moe_count;
+    MOE_ASSIGN_OR_RETURN(marks_,
+                         kernels::CudaStreamMarks::Create(
+                             context, static_cast<int>(2 * std::max<int64_t>(moe_count, 1))));
     return context.Synchronize();
   }
 
@@ -145,9 +149,16 @@ class CudaDecoder : public DeviceDecoder {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared_->mu);
   absl::Status MlpBlock(const DeviceLayer& layer, int64_t tokens, const DecoderStepOutputs& outputs)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared_->mu);
+  // After the step's last wait: the MoE blocks' device times (between their marks) and gate
+  // entropies (from their router logits) into `outputs`.
+  absl::Status ReadMoEMetrics(int64_t tokens, const DecoderStepOutputs& outputs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared_->mu);
 
   const std::shared_ptr<SharedCudaContext> shared_;
   const model::ModelConfig config_;
+  int64_t num_moe_layers_ = 0;
+  // Two per MoE block, around its forward pass: its device time without a host wait.
+  std::unique_ptr<kernels::CudaStreamMarks> marks_;
   DeviceBuffer embed_;
   DeviceBuffer final_norm_;
   DeviceBuffer lm_head_;  // unallocated with tied embeddings: the head is embed_
@@ -169,7 +180,7 @@ class CudaDecoder : public DeviceDecoder {
   DeviceBuffer mlp_act_;        // [T, f_dense]
   DeviceBuffer moe_in_;         // [T, d] compute dtype
   DeviceBuffer moe_out_;        // [T, d] compute dtype
-  DeviceBuffer router_logits_;  // [T, E] float32
+  DeviceBuffer router_logits_;  // [num MoE layers, T, E] float32
   DeviceBuffer logits_;         // [rows, V] float32
   DeviceBuffer attention_workspace_;
   std::vector<float> host_router_logits_;
@@ -267,7 +278,8 @@ absl::Status CudaDecoder::EnsureWorkspace(int64_t num_tokens, int64_t logit_rows
   MOE_RETURN_IF_ERROR(Ensure(context, moe_in_, t * d * kernels::DTypeSize(compute)));
   MOE_RETURN_IF_ERROR(Ensure(context, moe_out_, t * d * kernels::DTypeSize(compute)));
   MOE_RETURN_IF_ERROR(Ensure(context, router_logits_,
-                             t * static_cast<size_t>(std::max<int64_t>(c.num_experts, 1)) * f32));
+                             static_cast<size_t>(std::max<int64_t>(num_moe_layers_, 1)) * t *
+                                 static_cast<size_t>(std::max<int64_t>(c.num_experts, 1)) * f32));
   MOE_RETURN_IF_ERROR(Ensure(
       context, logits_, static_cast<size_t>(logit_rows) * static_cast<size_t>(c.vocab_size) * f32));
   return absl::OkStatus();
@@ -401,32 +413,19 @@ absl::Status CudaDecoder::MlpBlock(const DeviceLayer& layer, int64_t tokens,
   const int64_t num_experts = c.num_experts;
   kernels::CudaMoEOutputs moe_outputs;
   moe_outputs.output = moe_out_.data();
-  if (outputs.gate_entropy_sum != nullptr) moe_outputs.router_logits = router_logits_.as<float>();
+  if (outputs.gate_entropy_sum != nullptr) {
+    // Each block's logits go to its own slice; ReadMoEMetrics downloads them all at once.
+    moe_outputs.router_logits = router_logits_.as<float>() + moe * tokens * num_experts;
+  }
   if (outputs.expert_token_counts != nullptr) {
     moe_outputs.host_expert_token_counts = outputs.expert_token_counts + moe * num_experts;
   }
   if (outputs.expert_seconds != nullptr) {
     moe_outputs.host_expert_seconds = outputs.expert_seconds + moe * num_experts;
   }
-  // The block's wall time is only meaningful with the stream drained on both sides.
-  std::chrono::steady_clock::time_point start;
-  if (outputs.layer_seconds != nullptr) {
-    MOE_RETURN_IF_ERROR(context.Synchronize());
-    start = std::chrono::steady_clock::now();
-  }
+  if (outputs.layer_seconds != nullptr) MOE_RETURN_IF_ERROR(marks_->Mark(2 * moe));
   MOE_RETURN_IF_ERROR(layer.moe->Forward(moe_in_.data(), tokens, moe_outputs));
-  if (outputs.layer_seconds != nullptr) {
-    MOE_RETURN_IF_ERROR(context.Synchronize());
-    outputs.layer_seconds[moe] =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  }
-  if (outputs.gate_entropy_sum != nullptr) {
-    host_router_logits_.resize(static_cast<size_t>(tokens * num_experts));
-    MOE_RETURN_IF_ERROR(kernels::DownloadFloats(context, router_logits_.data(), DType::kF32,
-                                                tokens * num_experts, host_router_logits_.data()));
-    outputs.gate_entropy_sum[moe] =
-        GateEntropySumNats(host_router_logits_.data(), tokens, num_experts, c.router().scoring);
-  }
+  if (outputs.layer_seconds != nullptr) MOE_RETURN_IF_ERROR(marks_->Mark(2 * moe + 1));
   return kernels::CudaAddInPlace(context, hidden, moe_out_.data(), compute, tokens * d);
 }
 
@@ -467,7 +466,10 @@ absl::Status CudaDecoder::Step(std::span<const DecoderChunk> chunks, int64_t num
     }
   }
 
-  if (outputs.logits == nullptr) return context.Synchronize();
+  if (outputs.logits == nullptr) {
+    MOE_RETURN_IF_ERROR(context.Synchronize());
+    return ReadMoEMetrics(num_tokens, outputs);
+  }
   // The final norm of just the rows whose logits are wanted, in chunk order, then the head.
   MOE_RETURN_IF_ERROR(kernels::CudaRmsNorm(context, {.x = hidden_.as<float>(),
                                                      .x_stride = d,
@@ -482,8 +484,34 @@ absl::Status CudaDecoder::Step(std::span<const DecoderChunk> chunks, int64_t num
   MOE_RETURN_IF_ERROR(kernels::CudaLinear(context, head, nullptr, c.vocab_size, d,
                                           normed_.as<float>(), layout.logit_rows,
                                           logits_.as<float>()));
-  return kernels::DownloadFloats(context, logits_.data(), DType::kF32,
-                                 layout.logit_rows * c.vocab_size, outputs.logits);
+  MOE_RETURN_IF_ERROR(kernels::DownloadFloats(context, logits_.data(), DType::kF32,
+                                              layout.logit_rows * c.vocab_size, outputs.logits));
+  return ReadMoEMetrics(num_tokens, outputs);
+}
+
+absl::Status CudaDecoder::ReadMoEMetrics(int64_t tokens, const DecoderStepOutputs& outputs) {
+  CudaContext& context = *shared_->context;
+  const int64_t num_experts = config_.num_experts;
+  for (int64_t moe = 0; moe < num_moe_layers_; ++moe) {
+    if (outputs.layer_seconds != nullptr) {
+      MOE_ASSIGN_OR_RETURN(
+          outputs.layer_seconds[moe],
+          marks_->Seconds(static_cast<int>(2 * moe), static_cast<int>(2 * moe + 1)));
+    }
+  }
+  if (outputs.gate_entropy_sum != nullptr && num_moe_layers_ > 0) {
+    const int64_t per_layer = tokens * num_experts;
+    host_router_logits_.resize(static_cast<size_t>(num_moe_layers_ * per_layer));
+    MOE_RETURN_IF_ERROR(kernels::DownloadFloats(context, router_logits_.data(), DType::kF32,
+                                                num_moe_layers_ * per_layer,
+                                                host_router_logits_.data()));
+    for (int64_t moe = 0; moe < num_moe_layers_; ++moe) {
+      outputs.gate_entropy_sum[moe] =
+          GateEntropySumNats(host_router_logits_.data() + moe * per_layer, tokens, num_experts,
+                             config_.router().scoring);
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace

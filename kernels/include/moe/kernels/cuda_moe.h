@@ -153,6 +153,30 @@ absl::StatusOr<std::vector<double>> TimeOnStreamMs(CudaContext& context,
                                                    const std::function<absl::Status()>& fn,
                                                    int warmup, int repeats);
 
+// Marks on a context's stream for timing intervals of queued work without waiting for it:
+// Mark(i) records event i where the stream has got to; once the work is done (any later
+// synchronisation), Seconds(i, j) is the device time between marks i and j. Used where a
+// host wait per interval would stall the pipeline (a decoder step's MoE blocks).
+class CudaStreamMarks {
+ public:
+  // `count` events on the context's device. INVALID_ARGUMENT for count < 1.
+  static absl::StatusOr<std::unique_ptr<CudaStreamMarks>> Create(CudaContext& context, int count);
+  ~CudaStreamMarks();
+  CudaStreamMarks(const CudaStreamMarks&) = delete;
+  CudaStreamMarks& operator=(const CudaStreamMarks&) = delete;
+
+  int count() const;
+  absl::Status Mark(int index);
+  // Waits for mark `to` if needed. FAILED_PRECONDITION when either was never marked.
+  absl::StatusOr<double> Seconds(int from, int to);
+
+  struct Impl;  // defined in kernels/cuda/timing.cu
+
+ private:
+  explicit CudaStreamMarks(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 // Median of `values` (0 when empty).
 double MedianOf(std::vector<double> values);
 

@@ -20,9 +20,9 @@ namespace moe::engine {
 // or dense SwiGLU MLP, each with its residual add; then the final norm of the rows whose logits
 // are wanted and the LM head. The host waits for the MoE blocks' expert counts (one wait per
 // layer, as on the MoE-MLP path) and for the logits; the blocks' times (CUDA events around each)
-// and gate entropies (their router logits, downloaded together) are read after that last wait. The KV pool (AllocateKvPool, or the first
-// step with a cache) is its total_blocks() x bytes_per_block() bytes of device memory, float32 in
-// KvCache's layout.
+// and gate entropies (their router logits, downloaded together) are read after that last wait. The
+// KV pool (AllocateKvPool, or the first step with a cache) is its total_blocks() x
+// bytes_per_block() bytes of device memory, float32 in KvCache's layout.
 absl::StatusOr<std::unique_ptr<DeviceDecoder>> CreateCudaDecoder(
     std::shared_ptr<SharedCudaContext> shared, const DeviceDecoderInputs& inputs);
 

@@ -89,6 +89,8 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Load(
                      device.status().message()));
   }
   model->device_ = std::move(device).value();
+  // The device holds its own copy of the dense weights; the host's would only take memory.
+  if (model->device_ != nullptr) model->weights_ = model::DecoderWeights();
 
   DecoderSpec& s = model->spec_;
   s.architecture = c.architecture;

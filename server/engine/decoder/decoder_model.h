@@ -52,9 +52,11 @@ struct DecoderSpec {
   int64_t bos_token_id = -1;           // -1: none given
   std::vector<int64_t> eos_token_ids;  // generation stops at any of them; may be empty
   kernels::DType weight_dtype = kernels::DType::kF32;  // of the expert weights
-  uint64_t weight_bytes = 0;  // host memory the model's weights take (dense parts in float32)
-  std::string backend;        // "cpu" / "cuda", where the MoE blocks run
-  std::string device;         // the backend's device description
+  // Host memory the model's weights take: the dense parts in float32 (none when a device
+  // decoder holds them) and the MoE blocks as loaded.
+  uint64_t weight_bytes = 0;
+  std::string backend;  // "cpu" / "cuda", where the MoE blocks run
+  std::string device;   // the backend's device description
 };
 
 class DecoderModel {

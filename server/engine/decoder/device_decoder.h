@@ -17,8 +17,9 @@ namespace moe::engine {
 
 class PreparedMoELayer;
 
-// What a backend needs to build one. Pointers stay valid for the DeviceDecoder's lifetime
-// (DecoderModel owns them).
+// What a backend needs to build one. `config` and the MoE layers stay valid for the
+// DeviceDecoder's lifetime (DecoderModel owns them); `weights` only during CreateDeviceDecoder:
+// the model frees its host copy of the dense weights once the device has its own.
 struct DeviceDecoderInputs {
   const model::ModelConfig* config = nullptr;
   const model::DecoderWeights* weights = nullptr;

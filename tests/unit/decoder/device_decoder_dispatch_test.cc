@@ -55,6 +55,13 @@ TEST_F(DeviceDecoderDispatchTest, TheDeviceDecoderGetsEveryLayerAndTheModelAsksF
   EXPECT_EQ(record_.input_layers, model_->spec().num_layers);
   EXPECT_EQ(record_.input_moe_layers, model_->spec().num_moe_layers);
   EXPECT_GT(record_.input_moe_layers, 0);
+  // The host copy of the dense weights is freed once the device has its own: the model then
+  // takes the MoE blocks' host memory only, less than the same model on the host path.
+  const std::unique_ptr<engine::MoEBackend> cpu = engine::CreateCpuBackend();
+  MOE_ASSERT_OK_AND_ASSIGN(
+      auto on_host, engine::DecoderModel::Load(testing::FixtureFolders().front(), cpu.get()));
+  EXPECT_GT(model_->spec().weight_bytes, 0u);
+  EXPECT_LT(model_->spec().weight_bytes, on_host->spec().weight_bytes);
 }
 
 TEST_F(DeviceDecoderDispatchTest, StepsRunOnTheDeviceAndAdvanceTheSequences) {

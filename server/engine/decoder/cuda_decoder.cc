@@ -101,8 +101,10 @@ class CudaDecoder : public DeviceDecoder {
         }
         layer.moe = &cuda_layer->device_layer();
         layer.moe_index = moe_count++;
+        moe_dtype_ = layer.moe->compute_dtype();
       } else {
         layer.dense_ffn = host.dense_mlp.ffn_size;
+        max_dense_ffn_ = std::max(max_dense_ffn_, layer.dense_ffn);
         MOE_ASSIGN_OR_RETURN(layer.gate_up, engine::Upload(context, host.dense_mlp.gate_up));
         MOE_ASSIGN_OR_RETURN(layer.down, engine::Upload(context, host.dense_mlp.down));
       }
@@ -157,6 +159,8 @@ class CudaDecoder : public DeviceDecoder {
   const std::shared_ptr<SharedCudaContext> shared_;
   const model::ModelConfig config_;
   int64_t num_moe_layers_ = 0;
+  int64_t max_dense_ffn_ = 0;       // widest dense MLP (0: every layer is MoE)
+  DType moe_dtype_ = DType::kBF16;  // the MoE blocks' compute dtype (one backend, one dtype)
   // Two per MoE block, around its forward pass: its device time without a host wait.
   std::unique_ptr<kernels::CudaStreamMarks> marks_;
   DeviceBuffer embed_;
@@ -255,12 +259,8 @@ absl::Status CudaDecoder::EnsureWorkspace(int64_t num_tokens, int64_t logit_rows
   const model::ModelConfig& c = config_;
   const auto t = static_cast<size_t>(num_tokens);
   const size_t f32 = sizeof(float);
-  int64_t dense_ffn = 0;
-  DType compute = DType::kBF16;
-  for (const DeviceLayer& layer : layers_) {
-    dense_ffn = std::max(dense_ffn, layer.dense_ffn);
-    if (layer.moe != nullptr) compute = layer.moe->compute_dtype();
-  }
+  const int64_t dense_ffn = max_dense_ffn_;
+  const DType compute = moe_dtype_;
   const auto d = static_cast<size_t>(c.hidden_size);
   const auto width =
       static_cast<size_t>((c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim);

@@ -28,15 +28,6 @@ int GridFor(int64_t work, int64_t per_block) {
   return static_cast<int>(std::clamp<int64_t>((work + per_block - 1) / per_block, 1, kMaxBlocks));
 }
 
-absl::Status CheckLaunch(const char* what) {
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) {
-    return absl::InternalError(absl::StrCat(what, " launch failed: ", cudaGetErrorName(error), " (",
-                                            cudaGetErrorString(error), ")"));
-  }
-  return absl::OkStatus();
-}
-
 // One block per (output row, group): sum of squares in double, then the scaled copy.
 template <typename Out>
 __global__ void RmsNormKernel(CudaRmsNormParams p) {
@@ -159,7 +150,7 @@ absl::Status CudaLinear(CudaContext& context, const float* w, const float* bias,
                                          static_cast<int>(in), &beta, y, static_cast<int>(out)));
   if (bias != nullptr) {
     AddBiasKernel<<<GridFor(n * out, kThreads), kThreads, 0, ctx.stream>>>(y, bias, n, out);
-    MOE_RETURN_IF_ERROR(CheckLaunch("AddBiasKernel"));
+    MOE_CUDA_RETURN_IF_LAUNCH_ERROR("AddBiasKernel");
   }
   return absl::OkStatus();
 }
@@ -189,7 +180,8 @@ absl::Status CudaRmsNorm(CudaContext& context, const CudaRmsNormParams& p) {
       RmsNormKernel<__half><<<grid, kThreads, 0, ctx.stream>>>(p);
       break;
   }
-  return CheckLaunch("RmsNormKernel");
+  MOE_CUDA_RETURN_IF_LAUNCH_ERROR("RmsNormKernel");
+  return absl::OkStatus();
 }
 
 absl::Status CudaApplyRotary(CudaContext& context, const CudaRotaryParams& p) {
@@ -207,7 +199,8 @@ absl::Status CudaApplyRotary(CudaContext& context, const CudaRotaryParams& p) {
   MOE_RETURN_IF_ERROR(ctx.Activate());
   RotaryKernel<<<GridFor(p.num_tokens * p.num_heads * (p.head_dim / 2), kThreads), kThreads, 0,
                  ctx.stream>>>(p);
-  return CheckLaunch("RotaryKernel");
+  MOE_CUDA_RETURN_IF_LAUNCH_ERROR("RotaryKernel");
+  return absl::OkStatus();
 }
 
 absl::Status CudaEmbedRows(CudaContext& context, const float* table, int64_t vocab, int64_t d,
@@ -223,7 +216,8 @@ absl::Status CudaEmbedRows(CudaContext& context, const float* table, int64_t voc
   CudaContext::Impl& ctx = context.impl();
   MOE_RETURN_IF_ERROR(ctx.Activate());
   EmbedKernel<<<GridFor(n * d, kThreads), kThreads, 0, ctx.stream>>>(table, vocab, d, ids, n, out);
-  return CheckLaunch("EmbedKernel");
+  MOE_CUDA_RETURN_IF_LAUNCH_ERROR("EmbedKernel");
+  return absl::OkStatus();
 }
 
 absl::Status CudaSwiGlu(CudaContext& context, const float* h, int64_t n, int64_t f, float* out) {
@@ -235,7 +229,8 @@ absl::Status CudaSwiGlu(CudaContext& context, const float* h, int64_t n, int64_t
   CudaContext::Impl& ctx = context.impl();
   MOE_RETURN_IF_ERROR(ctx.Activate());
   SwiGluKernel<<<GridFor(n * f, kThreads), kThreads, 0, ctx.stream>>>(h, n, f, out);
-  return CheckLaunch("SwiGluKernel");
+  MOE_CUDA_RETURN_IF_LAUNCH_ERROR("SwiGluKernel");
+  return absl::OkStatus();
 }
 
 absl::Status CudaAddInPlace(CudaContext& context, float* y, const void* x, DType x_dtype,
@@ -262,7 +257,8 @@ absl::Status CudaAddInPlace(CudaContext& context, float* y, const void* x, DType
       AddKernel<<<grid, kThreads, 0, ctx.stream>>>(y, static_cast<const __half*>(x), count);
       break;
   }
-  return CheckLaunch("AddKernel");
+  MOE_CUDA_RETURN_IF_LAUNCH_ERROR("AddKernel");
+  return absl::OkStatus();
 }
 
 }  // namespace moe::kernels

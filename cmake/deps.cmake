@@ -18,7 +18,13 @@ if(MOE_BUILD_SERVER)
   find_program(MOE_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
   # Python stubs for the Python integration tests and examples (optional at build time).
   find_program(MOE_GRPC_PYTHON_PLUGIN grpc_python_plugin)
+else()
+  # Without the server, the generation scheduler and the metrics it reports to (no gRPC in
+  # either) still build where prometheus-cpp is found: moe-generation-bench needs them, on GPU
+  # machines that have the compute core's libraries and prometheus-cpp but no gRPC.
+  find_package(prometheus-cpp CONFIG QUIET)
 endif()
+set(MOE_BUILD_SCHEDULER ${prometheus-cpp_FOUND})
 
 if(MOE_BUILD_TESTS)
   find_package(GTest CONFIG REQUIRED)

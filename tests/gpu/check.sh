@@ -3,9 +3,11 @@
 # configures with the CUDA backend, builds the kernels, the engine, the GPU tests and moe-bench,
 # runs every GPU test, benchmarks the named MoE shapes on the GPU (moe-bench --backend cuda),
 # times decode steps of the CUDA paged attention (sequences x context -> microseconds and
-# bandwidth against the copy ceiling), times the same MoE layers in PyTorch when python3 has
-# torch with CUDA (tests/gpu/torch_peer.py), and prints a summary. Exit status 0 only when every
-# step that ran passed.
+# bandwidth against the copy ceiling), times whole decode passes (moe-decoder-step-bench),
+# measures generation with continuous against static batching on a synthetic Mixtral-shaped
+# model (moe-generation-bench --backend cuda), times the same MoE layers in PyTorch when python3
+# has torch with CUDA (tests/gpu/torch_peer.py), and prints a summary. Exit status 0 only when
+# every step that ran passed.
 #
 # usage: tests/gpu/check.sh [options]
 #   --deps DIR        .deb files from tests/gpu/fetch_deps.sh: extracted into a private prefix
@@ -17,13 +19,16 @@
 #   --tokens LIST     token counts for the benchmarks (default 1,16,128,1024,8192)
 #   --repeats N       timed runs per benchmark case (default 20)
 #   --dtypes LIST     compute dtypes to benchmark (default bf16; e.g. bf16,f16)
+#   --generation-duration D
+#                     measured time of each of the 9 generation benchmark runs, after 2 s of
+#                     warm-up (default 10s)
 #   --no-bench        build and test only
 # Logs of every step go to <build-dir>/check-logs/. Where nvidia-smi lists a GPU, a GPU test
 # that finds no usable CUDA device fails instead of skipping (MOE_REQUIRE_CUDA=1; run with
 # MOE_REQUIRE_CUDA=0 to allow the skips).
 set -uo pipefail
 script="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 root=$PWD
 
 build_dir=build-gpu
@@ -33,6 +38,7 @@ jobs=$(nproc 2>/dev/null || echo 4)
 tokens=1,16,128,1024,8192
 repeats=20
 dtypes=bf16
+generation_duration=10s
 bench=1
 while (($#)); do
   case "$1" in
@@ -43,6 +49,7 @@ while (($#)); do
     --tokens) tokens=$2; shift 2 ;;
     --repeats) repeats=$2; shift 2 ;;
     --dtypes) dtypes=$2; shift 2 ;;
+    --generation-duration) generation_duration=$2; shift 2 ;;
     --no-bench) bench=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$script"; exit 0 ;;
     *) echo "check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -136,6 +143,12 @@ if [[ -n $deps ]]; then
     fi
     count=$((count + 1))
   done
+  # Some -dev packages link to their library by absolute path (libz.so ->
+  # /lib/x86_64-linux-gnu/libz.so.1.2.13): point such links at the copy in the prefix.
+  while IFS= read -r link; do
+    target=$(readlink "$link")
+    if [[ $target == /* && -e $prefix$target ]]; then ln -sf "$prefix$target" "$link"; fi
+  done < <(find "$prefix" -type l)
   lib=$prefix/usr/lib/x86_64-linux-gnu
   # Debian points these at the chosen OpenBLAS variant with update-alternatives at install
   # time; extracting skips that, so link the pthread variant by hand.
@@ -146,7 +159,7 @@ if [[ -n $deps ]]; then
     "-DCMAKE_PREFIX_PATH=$prefix/usr"
     -DCMAKE_LIBRARY_ARCHITECTURE=x86_64-linux-gnu
   )
-  export LD_LIBRARY_PATH=$lib:$lib/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export LD_LIBRARY_PATH=$lib:$lib/openblas-pthread:$prefix/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   deps_note="$count packages from $deps, extracted into $prefix"
   record "extract deps" PASS $((SECONDS - start)) "$count .deb files"
 fi
@@ -168,7 +181,8 @@ else
 fi
 
 # ---- Build.
-gpu_tests=($(sed -n 's/^moe_add_test(\([A-Za-z0-9_]*\).*/\1/p' "$root/tests/gpu/CMakeLists.txt"))
+mapfile -t gpu_tests < <(sed -n 's/^moe_add_test(\([A-Za-z0-9_]*\).*/\1/p' \
+  "$root/tests/gpu/CMakeLists.txt")
 targets=(moe_kernels_cuda moe_engine "${gpu_tests[@]}")
 ((bench)) && targets+=(moe-bench)
 # The decoder step benchmark exists where Google Benchmark was found (fetch_deps.sh brings it).
@@ -177,6 +191,14 @@ if ((bench)) && cmake --build "$build_dir" --target help 2>/dev/null |
     grep -q 'moe-decoder-step-bench'; then
   decoder_bench=1
   targets+=(moe-decoder-step-bench)
+fi
+# The generation benchmark exists where prometheus-cpp was found (the scheduler reports to it;
+# fetch_deps.sh brings it); it runs on a synthetic model that moe-make-synthetic writes.
+generation_bench=0
+if ((bench)) && cmake --build "$build_dir" --target help 2>/dev/null |
+    grep -q 'moe-generation-bench'; then
+  generation_bench=1
+  targets+=(moe-generation-bench moe-make-synthetic)
 fi
 if run_logged "$logs/build.log" cmake --build "$build_dir" -j "$jobs" --target "${targets[@]}"; then
   record build PASS "$elapsed" "${targets[*]}"
@@ -215,6 +237,7 @@ if ((bench)) && [[ -n $no_device ]]; then
   record "torch peer (bf16)" SKIP 0 "$no_device"
   record "paged attention decode bench" SKIP 0 "$no_device"
   ((decoder_bench)) && record "decoder step bench cuda" SKIP 0 "$no_device"
+  ((generation_bench)) && record "generation bench cuda" SKIP 0 "$no_device"
 elif ((bench)); then
   for dtype in ${dtypes//,/ }; do
     log=$logs/bench-cuda-$dtype.log
@@ -257,6 +280,30 @@ elif ((bench)); then
     fi
   else
     record "decoder step bench cuda" SKIP 0 "Google Benchmark not found at configure time"
+  fi
+  # Generation under closed-loop load, continuous against static batching, at 1, 8 and 32
+  # streams: the scheduler moe-server runs and the whole decoder on the device, in process.
+  # The model is bench/generate_bench.sh's synthetic one (d 512, 4 layers of 8 experts, top-2).
+  if ((generation_bench)); then
+    model_dir=$build_dir/bench/mixtral-d512
+    log=$logs/generation-bench-run.log
+    start=$SECONDS
+    if { [[ -f $model_dir/config.json ]] ||
+         "$build_dir/tools/moe-make-synthetic" --kind mixtral --out "$model_dir" --force \
+           --hidden 512 --ffn 1408 --experts 8 --top-k 2 --blocks 4 --heads 8 --kv-heads 2 \
+           --vocab 8000 --context 4096 --dtype bf16 --seed 1; } >"$log" 2>&1 &&
+       "$build_dir/bench/moe-generation-bench" --backend cuda --model "$model_dir" \
+         --duration "$generation_duration" --warmup 2s --json "$logs/generation-bench.json" \
+         >>"$log" 2>&1; then
+      grep -v '^moe-generation-bench: ' "$log" | grep -v '^wrote ' \
+        >"$logs/bench-generation-cuda.log"
+      record "generation bench cuda" PASS $((SECONDS - start)) \
+        "synthetic Mixtral d512, 1/8/32 streams, continuous vs static"
+    else
+      record "generation bench cuda" FAIL $((SECONDS - start)) "see $log"
+    fi
+  else
+    record "generation bench cuda" SKIP 0 "prometheus-cpp not found at configure time"
   fi
   if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
       >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Downloads, on a Debian 12 machine with network access, the .deb files of the libraries
-# moe-serve builds against (abseil, OpenBLAS, GoogleTest, Google Benchmark, nlohmann-json) and
+# moe-serve's compute core, GPU tests and benchmarks build against (abseil, OpenBLAS,
+# GoogleTest, Google Benchmark, nlohmann-json, prometheus-cpp for the generation scheduler) and
 # their runtime dependencies, so that tests/gpu/check.sh --deps DIR can build on a GPU machine
 # that has CUDA, CMake and a C++ compiler but none of these libraries and no network.
 #
@@ -33,6 +34,10 @@ packages=(
   libgtest-dev libgmock-dev googletest
   libbenchmark-dev libbenchmark1debian
   nlohmann-json3-dev
+  # prometheus-cpp's CMake package also asks for civetweb (its library and its program), zlib
+  # and curl (for its push client, which nothing here links: curl's files only let it load).
+  prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0
+  civetweb libcivetweb-dev libcivetweb1 zlib1g-dev zlib1g libcurl4-openssl-dev libcurl4
   "${extra[@]}"
 )
 
@@ -49,8 +54,10 @@ cd "$out"
 echo "fetch_deps: downloading ${#packages[@]} packages into $PWD"
 apt-get download "${packages[@]}"
 # A manifest of what was fetched, for the record and for check.sh's summary.
-for deb in *.deb; do
+debs=(*.deb)
+for deb in "${debs[@]}"; do
+  # shellcheck disable=SC2016  # dpkg-deb's format, not a shell expansion
   dpkg-deb --showformat='${Package} ${Version}\n' -W "$deb"
 done | sort > MANIFEST
-echo "fetch_deps: $(ls -1 ./*.deb | wc -l) files, $(du -sh . | cut -f1)"
+echo "fetch_deps: ${#debs[@]} files, $(du -sh . | cut -f1)"
 cat MANIFEST

@@ -123,6 +123,11 @@ void BM_DecodeStep(benchmark::State& state) {
     state.SkipWithError(cache.status().ToString().c_str());
     return;
   }
+  // On a device the pool moves to this case's cache (the previous case's is gone).
+  if (const absl::Status prepared = model.PrepareKvCache(**cache); !prepared.ok()) {
+    state.SkipWithError(prepared.ToString().c_str());
+    return;
+  }
   std::vector<moe::engine::KvSequence> sequences;
   sequences.reserve(batch);
   for (size_t i = 0; i < batch; ++i) {

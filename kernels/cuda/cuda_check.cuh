@@ -11,8 +11,15 @@
 
 namespace moe::kernels::cuda_internal {
 
+// The runtime also records a failed call's error as the thread's last error, which the next
+// launch check (cudaGetLastError) would report again: a failed allocation would fail the next,
+// healthy step. The status returned here is where the error goes, so the record is cleared.
+// Sticky errors (a kernel fault) still fail every later call on their own.
+inline void ClearLastCudaError() { (void)cudaGetLastError(); }
+
 inline absl::Status CudaErrorStatus(cudaError_t error, const char* expr, const char* file,
                                     int line) {
+  ClearLastCudaError();
   std::string message =
       absl::StrCat(file, ":", line, ": ", expr, " failed: ", cudaGetErrorName(error), " (",
                    cudaGetErrorString(error), ")");
@@ -25,6 +32,7 @@ inline absl::Status CudaErrorStatus(cudaError_t error, const char* expr, const c
 
 inline absl::Status CublasErrorStatus(cublasStatus_t status, const char* expr, const char* file,
                                       int line) {
+  ClearLastCudaError();  // cuBLAS's own failed allocations and launches leave one too
   std::string message =
       absl::StrCat(file, ":", line, ": ", expr, " failed: ", cublasGetStatusName(status), " (",
                    cublasGetStatusString(status), ")");

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -152,6 +153,45 @@ TEST_F(CudaDecoderOpsTest, RmsNormOfRowsGroupsAndGatheredRowsMatchesTheHost) {
                                static_cast<int64_t>(want.size()), widened.data()));
   // One bf16 rounding: relative error per element at most 2^-9.
   EXPECT_LT(testing::RelativeL2(widened.data(), want.data(), want.size()), 4e-3);
+
+  // f16 output, the other MoE compute dtype: one rounding, at most 2^-11 per element.
+  DeviceBuffer df16 = ToDevice(std::vector<float>(tokens * groups * width / 2 + 1, NAN));
+  MOE_ASSERT_OK(CudaRmsNorm(*context_, {.x = dx.as<float>(),
+                                        .x_stride = stride,
+                                        .num_rows = tokens,
+                                        .groups = groups,
+                                        .width = width,
+                                        .weight = dweight.as<float>(),
+                                        .eps = 1e-6,
+                                        .y = df16.data(),
+                                        .y_dtype = DType::kF16,
+                                        .y_stride = groups * width}));
+  MOE_ASSERT_OK(DownloadFloats(*context_, df16.data(), DType::kF16,
+                               static_cast<int64_t>(want.size()), widened.data()));
+  EXPECT_LT(testing::RelativeL2(widened.data(), want.data(), want.size()), 1e-3);
+
+  // In place, per group, inside a wider row (the q/k norms on the qkv projection): the groups
+  // normalised where they are, the rest of each row untouched.
+  DeviceBuffer dinplace = ToDevice(x);
+  MOE_ASSERT_OK(CudaRmsNorm(*context_, {.x = dinplace.as<float>(),
+                                        .x_stride = stride,
+                                        .num_rows = tokens,
+                                        .groups = groups,
+                                        .width = width,
+                                        .weight = dweight.as<float>(),
+                                        .eps = 1e-6,
+                                        .y = dinplace.data(),
+                                        .y_stride = stride}));
+  got = ToHost(dinplace, x.size());
+  for (int64_t t = 0; t < tokens; ++t) {
+    EXPECT_LT(testing::RelativeL2(got.data() + t * stride, want.data() + t * groups * width,
+                                  groups * width),
+              kElementwiseTolerance)
+        << "token " << t;
+    for (int64_t c = groups * width; c < stride; ++c) {
+      ASSERT_EQ(got[t * stride + c], x[t * stride + c]) << "token " << t << " column " << c;
+    }
+  }
 }
 
 TEST_F(CudaDecoderOpsTest, RotaryEmbeddingMatchesTheHostAtLongPositions) {
@@ -207,6 +247,22 @@ TEST_F(CudaDecoderOpsTest, EmbeddingSwiGluAndAddMatchTheHost) {
   MOE_ASSERT_OK(
       CudaAddInPlace(*context_, dembedded.as<float>(), dtable.data(), DType::kF32, n * d));
   EXPECT_EQ(ToHost(dembedded, n * d), sum);
+
+  // A bf16 / f16 addend (the MoE block's output): widened exactly, then one float32 add.
+  for (const DType dtype : {DType::kBF16, DType::kF16}) {
+    SCOPED_TRACE(std::string(DTypeName(dtype)));
+    const std::vector<float> y = testing::RandomFloats(rng_, n * d);
+    const std::vector<float> addend = testing::RandomFloats(rng_, n * d);
+    DeviceBuffer dy = ToDevice(y);
+    DeviceBuffer dnarrow = ToDevice(std::vector<float>(n * d / 2 + 1, NAN));
+    MOE_ASSERT_OK(UploadFloats(*context_, addend.data(), n * d, dtype, dnarrow.data()));
+    std::vector<float> widened(n * d);
+    MOE_ASSERT_OK(DownloadFloats(*context_, dnarrow.data(), dtype, n * d, widened.data()));
+    std::vector<float> want_sum = y;
+    engine::AddInPlace(want_sum.data(), widened.data(), n * d);
+    MOE_ASSERT_OK(CudaAddInPlace(*context_, dy.as<float>(), dnarrow.data(), dtype, n * d));
+    EXPECT_EQ(ToHost(dy, n * d), want_sum);
+  }
 }
 
 TEST_F(CudaDecoderOpsTest, BadArgumentsAreInvalidArgument) {

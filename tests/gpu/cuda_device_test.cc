@@ -117,6 +117,18 @@ TEST_F(CudaDeviceTest, FillRandomNormalIsSeededAndNormal) {
   EXPECT_NE(va, vb) << "another seed, other values";
 }
 
+// A failed cudaMalloc is reported once, by its status: the runtime's record of it must not fail
+// the next kernel launch (the next step of a server that ran out of memory for one request).
+TEST_F(CudaDeviceTest, AFailedAllocationDoesNotFailTheNextLaunch) {
+  const size_t too_much = static_cast<size_t>(context_->device_info().total_memory_bytes) * 4;
+  EXPECT_THAT(DeviceBuffer::Allocate(*context_, too_much),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  auto buffer = DeviceBuffer::Allocate(*context_, 1024 * 4);
+  ASSERT_THAT(buffer, IsOk());
+  ASSERT_THAT(FillRandomNormal(*context_, buffer->data(), DType::kF32, 1024, 7, 1.0f), IsOk());
+  ASSERT_THAT(context_->Synchronize(), IsOk());
+}
+
 TEST_F(CudaDeviceTest, BufferCopiesAreBoundsChecked) {
   auto buffer = DeviceBuffer::Allocate(*context_, 64);
   ASSERT_THAT(buffer, IsOk());

@@ -121,7 +121,8 @@ class CudaDecoder : public DeviceDecoder {
 
   absl::Status AllocateKvPool(const KvCache& cache) override {
     absl::MutexLock lock(&shared_->mu);
-    return EnsurePool(cache);
+    if (pool_cache_id_ == cache.id()) return absl::OkStatus();
+    return AllocatePool(cache);
   }
 
  private:
@@ -143,8 +144,14 @@ class CudaDecoder : public DeviceDecoder {
   }
 
   StepLayout Layout(std::span<const DecoderChunk> chunks, int64_t num_tokens) const;
-  absl::Status EnsurePool(const KvCache& cache) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared_->mu);
-  absl::Status EnsureWorkspace(int64_t num_tokens, int64_t logit_rows)
+  // Frees the pool and allocates `cache`'s.
+  absl::Status AllocatePool(const KvCache& cache) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared_->mu);
+  // A step's pool: `cache`'s, allocated here at the first step if AllocateKvPool was not called.
+  // FAILED_PRECONDITION when the pool holds another cache's blocks: moving it would silently
+  // drop that cache's K/V, which only AllocateKvPool may do.
+  absl::Status PoolForStep(const KvCache& cache) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared_->mu);
+  absl::Status EnsureWorkspace(int64_t num_tokens, int64_t logit_rows,
+                               const DecoderStepOutputs& outputs)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared_->mu);
   absl::Status AttentionBlock(const DeviceLayer& layer, int64_t index, int64_t tokens,
                               const int32_t* positions, const kernels::PagedBatch& batch)
@@ -168,9 +175,11 @@ class CudaDecoder : public DeviceDecoder {
   DeviceBuffer lm_head_;  // unallocated with tied embeddings: the head is embed_
   std::vector<DeviceLayer> layers_;
 
-  // The KV pool of the cache the last step used.
-  const KvCache* pool_cache_ = nullptr;
+  // The device memory of one KvCache's blocks, and that cache's geometry (the cache itself may
+  // be gone: only its id is kept).
+  uint64_t pool_cache_id_ = 0;  // 0: no pool
   int64_t pool_blocks_ = 0;
+  int64_t pool_block_tokens_ = 0;
   DeviceBuffer pool_;
 
   // Per-step workspace, grown to the largest step.
@@ -235,11 +244,20 @@ CudaDecoder::StepLayout CudaDecoder::Layout(std::span<const DecoderChunk> chunks
   return layout;
 }
 
-absl::Status CudaDecoder::EnsurePool(const KvCache& cache) {
-  if (pool_cache_ == &cache && pool_blocks_ == cache.total_blocks()) return absl::OkStatus();
+absl::Status CudaDecoder::PoolForStep(const KvCache& cache) {
+  if (pool_cache_id_ == cache.id()) return absl::OkStatus();
+  if (pool_cache_id_ != 0) {
+    return absl::FailedPreconditionError(
+        "this model's device KV pool holds another KV cache's blocks; call "
+        "DecoderModel::PrepareKvCache for this cache first (the other cache's K/V is dropped)");
+  }
+  return AllocatePool(cache);
+}
+
+absl::Status CudaDecoder::AllocatePool(const KvCache& cache) {
   CudaContext& context = *shared_->context;
   pool_ = DeviceBuffer();
-  pool_cache_ = nullptr;
+  pool_cache_id_ = 0;
   const uint64_t bytes = cache.bytes_per_block() * static_cast<uint64_t>(cache.total_blocks());
   absl::StatusOr<DeviceBuffer> pool = DeviceBuffer::Allocate(context, bytes);
   if (!pool.ok()) {
@@ -249,12 +267,14 @@ absl::Status CudaDecoder::EnsurePool(const KvCache& cache) {
                      " bytes) do not fit in device memory: ", pool.status().message()));
   }
   pool_ = std::move(pool).value();
-  pool_cache_ = &cache;
+  pool_cache_id_ = cache.id();
   pool_blocks_ = cache.total_blocks();
+  pool_block_tokens_ = cache.block_tokens();
   return absl::OkStatus();
 }
 
-absl::Status CudaDecoder::EnsureWorkspace(int64_t num_tokens, int64_t logit_rows) {
+absl::Status CudaDecoder::EnsureWorkspace(int64_t num_tokens, int64_t logit_rows,
+                                          const DecoderStepOutputs& outputs) {
   CudaContext& context = *shared_->context;
   const model::ModelConfig& c = config_;
   const auto t = static_cast<size_t>(num_tokens);
@@ -277,11 +297,18 @@ absl::Status CudaDecoder::EnsureWorkspace(int64_t num_tokens, int64_t logit_rows
   }
   MOE_RETURN_IF_ERROR(Ensure(context, moe_in_, t * d * kernels::DTypeSize(compute)));
   MOE_RETURN_IF_ERROR(Ensure(context, moe_out_, t * d * kernels::DTypeSize(compute)));
-  MOE_RETURN_IF_ERROR(Ensure(context, router_logits_,
-                             static_cast<size_t>(std::max<int64_t>(num_moe_layers_, 1)) * t *
-                                 static_cast<size_t>(std::max<int64_t>(c.num_experts, 1)) * f32));
-  MOE_RETURN_IF_ERROR(Ensure(
-      context, logits_, static_cast<size_t>(logit_rows) * static_cast<size_t>(c.vocab_size) * f32));
+  // Router logits are kept only for the gate entropies, logits only when they are wanted: at
+  // a long prefill both are large ([MoE layers, T, E] and [rows, V]).
+  if (outputs.gate_entropy_sum != nullptr) {
+    MOE_RETURN_IF_ERROR(Ensure(
+        context, router_logits_,
+        static_cast<size_t>(num_moe_layers_) * t * static_cast<size_t>(c.num_experts) * f32));
+  }
+  if (outputs.logits != nullptr) {
+    MOE_RETURN_IF_ERROR(
+        Ensure(context, logits_,
+               static_cast<size_t>(logit_rows) * static_cast<size_t>(c.vocab_size) * f32));
+  }
   return absl::OkStatus();
 }
 
@@ -351,7 +378,7 @@ absl::Status CudaDecoder::AttentionBlock(const DeviceLayer& layer, int64_t index
                                         .num_blocks = pool_blocks_,
                                         .num_layers = c.num_layers,
                                         .num_kv_heads = kv_heads,
-                                        .block_tokens = pool_cache_->block_tokens(),
+                                        .block_tokens = pool_block_tokens_,
                                         .head_dim = hd};
   MOE_RETURN_IF_ERROR(kernels::CudaWritePagedKv(context, {.cache = cache,
                                                           .layer = index,
@@ -438,8 +465,8 @@ absl::Status CudaDecoder::Step(std::span<const DecoderChunk> chunks, int64_t num
   const int64_t d = c.hidden_size;
 
   const StepLayout layout = Layout(chunks, num_tokens);
-  MOE_RETURN_IF_ERROR(EnsurePool(*chunks.front().sequence->cache()));
-  MOE_RETURN_IF_ERROR(EnsureWorkspace(num_tokens, layout.logit_rows));
+  MOE_RETURN_IF_ERROR(PoolForStep(*chunks.front().sequence->cache()));
+  MOE_RETURN_IF_ERROR(EnsureWorkspace(num_tokens, layout.logit_rows, outputs));
   MOE_RETURN_IF_ERROR(Ensure(context, metadata_, layout.host.size() * sizeof(int32_t)));
   MOE_RETURN_IF_ERROR(
       metadata_.CopyFromHost(layout.host.data(), layout.host.size() * sizeof(int32_t)));

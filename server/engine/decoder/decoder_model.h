@@ -82,7 +82,9 @@ class DecoderModel {
   KvStorage kv_storage() const { return device_ ? KvStorage::kNone : KvStorage::kHost; }
   // Makes `cache` (of kv_shape() and kv_storage()) ready for Step: on a device, allocates its
   // blocks' device memory now rather than at the first step (RESOURCE_EXHAUSTED when it does
-  // not fit). Nothing to do on the host path.
+  // not fit). The device holds one cache's blocks at a time: preparing another drops the
+  // previous cache's K/V, and a step on a cache other than the prepared one fails. Nothing to
+  // do on the host path.
   absl::Status PrepareKvCache(const KvCache& cache);
   // Whether steps run on the backend's device from embedding to logits.
   bool runs_on_device() const { return device_ != nullptr; }

@@ -35,12 +35,15 @@ class DeviceDecoder {
   // positions within the model's context and their sequences' capacity, and every sequence comes
   // from one KvCache made without host storage (KvStorage::kNone); `num_tokens` is their sum.
   // Writes the K/V of the new tokens to the device cache and fills `outputs`; does not advance
-  // the sequences. Thread-compatible.
+  // the sequences. The first step allocates the cache's device pool if AllocateKvPool has not;
+  // a step on a cache other than the pool's is FAILED_PRECONDITION. Thread-compatible.
   virtual absl::Status Step(std::span<const DecoderChunk> chunks, int64_t num_tokens,
                             const DecoderStepOutputs& outputs) = 0;
 
-  // Allocates the device memory that holds `cache`'s blocks (a step with another cache
-  // reallocates). RESOURCE_EXHAUSTED, naming the size, when it does not fit.
+  // Allocates the device memory that holds `cache`'s blocks; nothing to do when it holds them
+  // already. One cache at a time: moving the pool to another cache drops the K/V of the one it
+  // held, whose sequences must not step again. RESOURCE_EXHAUSTED, naming the size, when it
+  // does not fit.
   virtual absl::Status AllocateKvPool(const KvCache& cache) = 0;
 };
 

@@ -1,6 +1,7 @@
 #include "server/engine/decoder/kv_cache.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -19,10 +20,16 @@ constexpr int64_t kMaxBlocks = std::numeric_limits<int32_t>::max();
 // Bounds on each dimension, far above real models, so the byte products cannot overflow.
 constexpr int64_t kMaxDimension = int64_t{1} << 16;
 
+uint64_t NextCacheId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 KvCache::KvCache(const KvCacheShape& shape, int64_t total_blocks, std::unique_ptr<float[]> storage)
-    : shape_(shape),
+    : id_(NextCacheId()),
+      shape_(shape),
       total_blocks_(total_blocks),
       layer_floats_(shape.num_kv_heads * shape.block_tokens * shape.head_dim),
       block_floats_(2 * shape.num_layers * layer_floats_),

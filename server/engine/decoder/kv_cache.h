@@ -55,6 +55,10 @@ class KvCache {
   int64_t BlocksFor(int64_t tokens) const;
 
   KvStorage storage() const { return storage_ ? KvStorage::kHost : KvStorage::kNone; }
+  // Unique among the caches this process has made (never 0). Whoever keeps a cache's blocks
+  // elsewhere (a device pool) knows the cache by it, not by its address, which a later cache
+  // may reuse.
+  uint64_t id() const { return id_; }
 
   // Where block `block`'s keys / values of `layer` start ([num_kv_heads, block_tokens,
   // head_dim]). For the decoder's attention; `block` comes from a sequence's block table.
@@ -73,6 +77,7 @@ class KvCache {
   bool Take(int64_t count, std::vector<int32_t>* table);
   void Give(std::span<const int32_t> blocks);
 
+  const uint64_t id_;
   KvCacheShape shape_;
   int64_t total_blocks_ = 0;
   int64_t layer_floats_ = 0;  // one of K or V of one layer in one block

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,6 +53,16 @@ TEST(KvCacheTest, BookkeepingOnlyPoolKeepsTheSameBlocksWithoutHostMemory) {
   ASSERT_TRUE(sequence.Reserve(9));
   EXPECT_EQ(sequence.num_blocks(), 3);
   EXPECT_EQ(MakeCache(2)->storage(), KvStorage::kHost);
+}
+
+// A device pool knows its cache by id: a cache made where a freed one was must not share it.
+TEST(KvCacheTest, EveryCacheHasItsOwnId) {
+  std::set<uint64_t> ids;
+  for (int i = 0; i < 4; ++i) {
+    std::unique_ptr<KvCache> cache = MakeCache(2);  // freed at the end of each iteration
+    EXPECT_NE(cache->id(), 0u);
+    EXPECT_TRUE(ids.insert(cache->id()).second) << "id " << cache->id() << " given twice";
+  }
 }
 
 TEST(KvCacheTest, CreateRefusesLessThanOneBlockNamingTheSizes) {

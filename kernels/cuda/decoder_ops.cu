@@ -67,11 +67,9 @@ __global__ void RotaryKernel(CudaRotaryParams p) {
     const int64_t c = i % half;
     const int64_t head = (i / half) % p.num_heads;
     const int64_t t = i / (half * p.num_heads);
-    const double inv_freq =
-        pow(p.theta, -2.0 * static_cast<double>(c) / static_cast<double>(p.head_dim));
-    const double angle = static_cast<double>(p.positions[t]) * inv_freq;
-    const float cos_a = static_cast<float>(cos(angle));
-    const float sin_a = static_cast<float>(sin(angle));
+    const double angle = static_cast<double>(p.positions[t]) * p.inv_freq[c];
+    const float cos_a = static_cast<float>(cos(angle) * p.scale);
+    const float sin_a = static_cast<float>(sin(angle) * p.scale);
     float* h = p.x + t * p.stride + head * p.head_dim;
     const float x1 = h[c];
     const float x2 = h[c + half];
@@ -186,13 +184,13 @@ absl::Status CudaRmsNorm(CudaContext& context, const CudaRmsNormParams& p) {
 
 absl::Status CudaApplyRotary(CudaContext& context, const CudaRotaryParams& p) {
   if (p.num_tokens < 0 || p.num_heads <= 0 || p.head_dim <= 0 || p.head_dim % 2 != 0 ||
-      p.stride < p.num_heads * p.head_dim || !(p.theta > 0)) {
+      p.stride < p.num_heads * p.head_dim || !(p.scale > 0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("CudaApplyRotary: bad shape tokens=", p.num_tokens, " heads=", p.num_heads,
-                     " head_dim=", p.head_dim, " stride=", p.stride, " theta=", p.theta));
+                     " head_dim=", p.head_dim, " stride=", p.stride, " scale=", p.scale));
   }
   if (p.num_tokens == 0) return absl::OkStatus();
-  if (p.x == nullptr || p.positions == nullptr) {
+  if (p.x == nullptr || p.positions == nullptr || p.inv_freq == nullptr) {
     return absl::InvalidArgumentError("CudaApplyRotary: null operand");
   }
   CudaContext::Impl& ctx = context.impl();

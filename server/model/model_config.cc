@@ -253,10 +253,31 @@ absl::StatusOr<kernels::DType> ReadTorchDType(const ConfigReader& reader) {
 }
 
 // rope_theta sits at the top level in most configs and inside `rope_parameters` in newer
-// transformers releases. Scaled RoPE variants (yarn, linear, dynamic, ...) change the
-// positional encoding; the engine implements only the plain one, so they are refused rather
-// than silently computed wrong.
+// transformers releases, as does the scaling (`rope_scaling` in older ones).
 absl::StatusOr<double> ReadRopeTheta(const ConfigReader& reader, double fallback) {
+  if (reader.Find("rope_theta") != nullptr) {
+    return reader.OptionalDouble("rope_theta", fallback, 0.0, kMaxRopeTheta);
+  }
+  if (const json* parameters = reader.Find("rope_parameters"); parameters != nullptr) {
+    if (!parameters->is_object())
+      return reader.WrongType("rope_parameters", "an object", *parameters);
+    auto it = parameters->find("rope_theta");
+    if (it != parameters->end() && !it->is_null()) {
+      return reader.DoubleValue("rope_parameters.rope_theta", *it, 0.0, kMaxRopeTheta);
+    }
+  }
+  return fallback;
+}
+
+// Linear and YaRN scaling, read as vLLM reads them: YaRN's ramp is placed over
+// original_max_position_embeddings when given and the frequencies are scaled by `factor`.
+// (transformers 4.46 ignores original_max_position_embeddings; later releases derive `factor`
+// from it. Without it, all agree.) Other kinds (dynamic NTK, llama3, longrope, DeepSeek's
+// mscale variant of YaRN) change the encoding in ways the engine does not implement: refused,
+// naming the kind, rather than computed wrong.
+absl::StatusOr<RopeScaling> ReadRopeScaling(const ConfigReader& reader,
+                                            int64_t max_position_embeddings) {
+  RopeScaling scaling;
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     const json* rope = reader.Find(key);
     if (rope == nullptr) continue;
@@ -266,22 +287,68 @@ absl::StatusOr<double> ReadRopeTheta(const ConfigReader& reader, double fallback
       auto it = rope->find(type_key);
       if (it != rope->end() && it->is_string()) type = it->get<std::string>();
     }
-    if (type != "default") {
+    if (type == "default") continue;
+    if (type != "linear" && type != "yarn") {
       return absl::InvalidArgumentError(
           absl::StrCat(reader.source(), ": '", key, "' asks for RoPE type ", Quote(type),
-                       ", which is not supported; only the default (unscaled) RoPE is"));
+                       ", which is not supported; supported: \"default\", \"linear\", \"yarn\""));
     }
-  }
-  if (reader.Find("rope_theta") != nullptr) {
-    return reader.OptionalDouble("rope_theta", fallback, 0.0, kMaxRopeTheta);
-  }
-  if (const json* parameters = reader.Find("rope_parameters"); parameters != nullptr) {
-    auto it = parameters->find("rope_theta");
-    if (it != parameters->end() && !it->is_null()) {
-      return reader.DoubleValue("rope_parameters.rope_theta", *it, 0.0, kMaxRopeTheta);
+    for (const char* unsupported : {"mscale", "mscale_all_dim"}) {
+      if (auto it = rope->find(unsupported); it != rope->end() && !it->is_null()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(reader.source(), ": '", key, ".", unsupported,
+                         "' is set: the mscale variant of YaRN (DeepSeek) is not supported"));
+      }
     }
+    auto number = [&](const char* name, double fallback, double min_exclusive,
+                      double max) -> absl::StatusOr<double> {
+      auto it = rope->find(name);
+      if (it == rope->end() || it->is_null()) return fallback;
+      return reader.DoubleValue(absl::StrCat(key, ".", name), *it, min_exclusive, max);
+    };
+    auto factor_it = rope->find("factor");
+    if (factor_it == rope->end() || factor_it->is_null()) {
+      return reader.Missing(absl::StrCat(key, ".factor"),
+                            absl::StrCat("RoPE type ", Quote(type), " needs it"));
+    }
+    MOE_ASSIGN_OR_RETURN(scaling.factor,
+                         reader.DoubleValue(absl::StrCat(key, ".factor"), *factor_it, 0.0, 1024.0));
+    if (scaling.factor < 1.0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(reader.source(), ": '", key, ".factor' = ", factor_it->dump(),
+                       " is below 1: scaling only extends the context"));
+    }
+    if (type == "linear") {
+      scaling.type = RopeScalingType::kLinear;
+      return scaling;
+    }
+    scaling.type = RopeScalingType::kYarn;
+    scaling.original_max_position_embeddings = max_position_embeddings;
+    if (auto it = rope->find("original_max_position_embeddings");
+        it != rope->end() && !it->is_null()) {
+      MOE_ASSIGN_OR_RETURN(scaling.original_max_position_embeddings,
+                           reader.IntValue(absl::StrCat(key, ".original_max_position_embeddings"),
+                                           *it, 1, kMaxPositions));
+    }
+    MOE_ASSIGN_OR_RETURN(scaling.beta_fast, number("beta_fast", 32.0, 0.0, 1e6));
+    MOE_ASSIGN_OR_RETURN(scaling.beta_slow, number("beta_slow", 1.0, 0.0, 1e6));
+    MOE_ASSIGN_OR_RETURN(
+        scaling.attention_factor,
+        number("attention_factor", 0.1 * std::log(scaling.factor) + 1.0, 0.0, 100.0));
+    return scaling;
   }
-  return fallback;
+  return scaling;
+}
+
+// The longest sequence a scaled RoPE opens, as vLLM derives it; unchanged without scaling.
+int64_t ScaledContext(int64_t max_position_embeddings, const RopeScaling& scaling) {
+  if (scaling.type == RopeScalingType::kNone) return max_position_embeddings;
+  const int64_t base = scaling.type == RopeScalingType::kYarn
+                           ? scaling.original_max_position_embeddings
+                           : max_position_embeddings;
+  const double scaled = std::floor(static_cast<double>(base) * scaling.factor);
+  return std::max(max_position_embeddings,
+                  static_cast<int64_t>(std::min(scaled, static_cast<double>(kMaxPositions))));
 }
 
 // The window transformers would apply. Mixtral masks with `sliding_window` whenever it is set;
@@ -492,9 +559,11 @@ absl::StatusOr<ModelConfig> ParseConfigObject(const json& root, const std::strin
       reader.OptionalDouble("rms_norm_eps", family->default_rms_norm_eps, 0.0, 1.0));
   MOE_ASSIGN_OR_RETURN(config.rope_theta, ReadRopeTheta(reader, family->default_rope_theta));
   MOE_ASSIGN_OR_RETURN(
-      config.max_position_embeddings,
+      const int64_t max_position_embeddings,
       reader.OptionalInt("max_position_embeddings", family->default_max_position_embeddings, 1,
                          kMaxPositions));
+  MOE_ASSIGN_OR_RETURN(config.rope_scaling, ReadRopeScaling(reader, max_position_embeddings));
+  config.max_position_embeddings = ScaledContext(max_position_embeddings, config.rope_scaling);
   MOE_ASSIGN_OR_RETURN(config.tie_word_embeddings,
                        reader.OptionalBool("tie_word_embeddings", false));
   MOE_ASSIGN_OR_RETURN(config.torch_dtype, ReadTorchDType(reader));

@@ -16,6 +16,28 @@ enum class ModelFamily { kMixtral, kOlmoe, kQwen2Moe, kQwen3Moe };
 
 std::string_view ModelFamilyName(ModelFamily family);
 
+// Scaled rotary embeddings (config.json's rope_scaling, or rope_parameters in newer
+// transformers releases). Read by engine/decoder/rotary_embedding.cc.
+enum class RopeScalingType {
+  kNone,
+  kLinear,  // position interpolation: every frequency divided by `factor`
+  kYarn,    // YaRN (arXiv 2309.00071): frequencies blended by a ramp, cos/sin scaled
+};
+
+struct RopeScaling {
+  RopeScalingType type = RopeScalingType::kNone;
+  double factor = 1.0;  // > 1 for linear and YaRN
+  // YaRN: the context the model was trained with, over which the ramp between interpolated and
+  // extrapolated frequencies is placed (rope_scaling's original_max_position_embeddings, else
+  // the config's max_position_embeddings), and the ramp's ends in rotations.
+  int64_t original_max_position_embeddings = 0;
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  // YaRN: the factor cos and sin are multiplied by; 0.1 ln(factor) + 1 unless the config gives
+  // attention_factor.
+  double attention_factor = 1.0;
+};
+
 struct ModelConfig {
   ModelFamily family = ModelFamily::kMixtral;
   std::string architecture;  // e.g. "MixtralForCausalLM"
@@ -36,6 +58,10 @@ struct ModelConfig {
   std::vector<bool> layer_is_moe;               // [num_layers]
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  // The longest sequence: config.json's max_position_embeddings, times the RoPE scaling factor
+  // where the config asks for scaling (YaRN: its original_max_position_embeddings times the
+  // factor), as vLLM derives it.
   int64_t max_position_embeddings = 0;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v biases (Qwen2 family)

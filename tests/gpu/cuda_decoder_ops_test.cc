@@ -197,26 +197,42 @@ TEST_F(CudaDecoderOpsTest, RmsNormOfRowsGroupsAndGatheredRowsMatchesTheHost) {
 TEST_F(CudaDecoderOpsTest, RotaryEmbeddingMatchesTheHostAtLongPositions) {
   const int64_t tokens = 6, heads = 3, head_dim = 64, stride = heads * head_dim + 16;
   const double theta = 1e6;
-  std::vector<float> x = testing::RandomFloats(rng_, tokens * stride);
   const std::vector<int32_t> positions = {0, 1, 17, 511, 4095, 32767};
-  engine::RotaryEmbedding rope(head_dim, theta);
-  rope.Prepare(32768);
-  std::vector<float> want = x;
-  for (int64_t t = 0; t < tokens; ++t) rope.Apply(want.data() + t * stride, heads, positions[t]);
-  DeviceBuffer dx = ToDevice(x), dpos = ToDevice(positions);
-  MOE_ASSERT_OK(CudaApplyRotary(*context_, {.x = dx.as<float>(),
-                                            .num_tokens = tokens,
-                                            .stride = stride,
-                                            .num_heads = heads,
-                                            .head_dim = head_dim,
-                                            .positions = dpos.as<int32_t>(),
-                                            .theta = theta}));
-  const std::vector<float> got = ToHost(dx, x.size());
-  EXPECT_LT(testing::RelativeL2(got.data(), want.data(), want.size()), kElementwiseTolerance);
-  // The padding past the heads is untouched.
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t c = heads * head_dim; c < stride; ++c) {
-      ASSERT_EQ(got[t * stride + c], x[t * stride + c]);
+  // Unscaled, and YaRN (frequencies blended, cos/sin scaled) as a Qwen config asks for it.
+  model::RopeScaling yarn;
+  yarn.type = model::RopeScalingType::kYarn;
+  yarn.factor = 4.0;
+  yarn.original_max_position_embeddings = 8192;
+  yarn.attention_factor = 0.1 * std::log(4.0) + 1.0;
+  for (const model::RopeScaling& scaling : {model::RopeScaling(), yarn}) {
+    SCOPED_TRACE(scaling.type == model::RopeScalingType::kYarn ? "yarn" : "unscaled");
+    std::vector<float> x = testing::RandomFloats(rng_, tokens * stride);
+    const engine::RopeFrequencies frequencies =
+        engine::ComputeRopeFrequencies(head_dim, theta, scaling);
+    engine::RotaryEmbedding rope(head_dim, frequencies);
+    rope.Prepare(32768);
+    std::vector<float> want = x;
+    for (int64_t t = 0; t < tokens; ++t) rope.Apply(want.data() + t * stride, heads, positions[t]);
+    DeviceBuffer dx = ToDevice(x), dpos = ToDevice(positions);
+    auto dfreq = DeviceBuffer::Allocate(*context_, frequencies.inv_freq.size() * sizeof(double));
+    ASSERT_TRUE(dfreq.ok()) << dfreq.status();
+    MOE_ASSERT_OK(dfreq->CopyFromHost(frequencies.inv_freq.data(),
+                                      frequencies.inv_freq.size() * sizeof(double)));
+    MOE_ASSERT_OK(CudaApplyRotary(*context_, {.x = dx.as<float>(),
+                                              .num_tokens = tokens,
+                                              .stride = stride,
+                                              .num_heads = heads,
+                                              .head_dim = head_dim,
+                                              .positions = dpos.as<int32_t>(),
+                                              .inv_freq = dfreq->as<double>(),
+                                              .scale = frequencies.attention_scale}));
+    const std::vector<float> got = ToHost(dx, x.size());
+    EXPECT_LT(testing::RelativeL2(got.data(), want.data(), want.size()), kElementwiseTolerance);
+    // The padding past the heads is untouched.
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t c = heads * head_dim; c < stride; ++c) {
+        ASSERT_EQ(got[t * stride + c], x[t * stride + c]);
+      }
     }
   }
 }
@@ -293,6 +309,14 @@ TEST_F(CudaDecoderOpsTest, BadArgumentsAreInvalidArgument) {
                                           .head_dim = 7,
                                           .positions = nullptr}),
               StatusIs(kInvalid));  // odd head_dim
+  EXPECT_THAT(CudaApplyRotary(*context_, {.x = p,
+                                          .num_tokens = 1,
+                                          .stride = 8,
+                                          .num_heads = 1,
+                                          .head_dim = 8,
+                                          .positions = reinterpret_cast<const int32_t*>(p),
+                                          .inv_freq = nullptr}),
+              StatusIs(kInvalid));  // no frequencies
   EXPECT_THAT(CudaEmbedRows(*context_, p, 0, 4, nullptr, 1, p), StatusIs(kInvalid));
   EXPECT_THAT(CudaSwiGlu(*context_, p, 1, 0, p), StatusIs(kInvalid));
   EXPECT_THAT(CudaAddInPlace(*context_, p, p, DType::kF32, -1), StatusIs(kInvalid));

@@ -326,6 +326,13 @@ INSTANTIATE_TEST_SUITE_P(Qwen3, CudaDecoderTest,
                                                        "/tests/unit/decoder/testdata/"
                                                        "qwen3moe-tiny-f32")),
                          testing::FixtureTestName);
+// YaRN-scaled RoPE (the device's rotary kernel reads the scaled frequencies and scale), prompts
+// past the config's max_position_embeddings.
+INSTANTIATE_TEST_SUITE_P(Qwen2MoeYarn, CudaDecoderTest,
+                         ::testing::Values(std::string(MOE_SOURCE_DIR
+                                                       "/tests/unit/decoder/testdata/"
+                                                       "qwen2moe-yarn-tiny-f32")),
+                         testing::FixtureTestName);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CudaDecoderTest);
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "moe/kernels/cuda_decoder_ops.h"
 #include "moe/kernels/cuda_moe.h"
 #include "moe/kernels/cuda_paged_attention.h"
+#include "server/engine/decoder/rotary_embedding.h"
 #include "server/engine/routing_entropy.h"
 
 namespace moe::engine {
@@ -67,6 +68,7 @@ class CudaDecoder : public DeviceDecoder {
     embed_ = DeviceBuffer();
     final_norm_ = DeviceBuffer();
     lm_head_ = DeviceBuffer();
+    rope_inv_freq_ = DeviceBuffer();
     pool_ = DeviceBuffer();
     marks_.reset();
     for (DeviceBuffer* buffer : Workspace()) *buffer = DeviceBuffer();
@@ -110,6 +112,13 @@ class CudaDecoder : public DeviceDecoder {
       }
     }
     num_moe_layers_ = moe_count;
+    const RopeFrequencies rope =
+        ComputeRopeFrequencies(config_.head_dim, config_.rope_theta, config_.rope_scaling);
+    MOE_ASSIGN_OR_RETURN(rope_inv_freq_,
+                         DeviceBuffer::Allocate(context, rope.inv_freq.size() * sizeof(double)));
+    MOE_RETURN_IF_ERROR(
+        rope_inv_freq_.CopyFromHost(rope.inv_freq.data(), rope.inv_freq.size() * sizeof(double)));
+    rope_scale_ = rope.attention_scale;
     MOE_ASSIGN_OR_RETURN(marks_,
                          kernels::CudaStreamMarks::Create(
                              context, static_cast<int>(2 * std::max<int64_t>(moe_count, 1))));
@@ -172,7 +181,9 @@ class CudaDecoder : public DeviceDecoder {
   std::unique_ptr<kernels::CudaStreamMarks> marks_;
   DeviceBuffer embed_;
   DeviceBuffer final_norm_;
-  DeviceBuffer lm_head_;  // unallocated with tied embeddings: the head is embed_
+  DeviceBuffer lm_head_;        // unallocated with tied embeddings: the head is embed_
+  DeviceBuffer rope_inv_freq_;  // [head_dim / 2] double, as the host's RotaryEmbedding
+  double rope_scale_ = 1.0;
   std::vector<DeviceLayer> layers_;
 
   // The device memory of one KvCache's blocks, and that cache's geometry (the cache itself may
@@ -364,14 +375,16 @@ absl::Status CudaDecoder::AttentionBlock(const DeviceLayer& layer, int64_t index
                                                          .num_heads = heads,
                                                          .head_dim = hd,
                                                          .positions = positions,
-                                                         .theta = c.rope_theta}));
+                                                         .inv_freq = rope_inv_freq_.as<double>(),
+                                                         .scale = rope_scale_}));
   MOE_RETURN_IF_ERROR(kernels::CudaApplyRotary(context, {.x = qkv + heads * hd,
                                                          .num_tokens = tokens,
                                                          .stride = width,
                                                          .num_heads = kv_heads,
                                                          .head_dim = hd,
                                                          .positions = positions,
-                                                         .theta = c.rope_theta}));
+                                                         .inv_freq = rope_inv_freq_.as<double>(),
+                                                         .scale = rope_scale_}));
 
   const kernels::PagedKvCacheView cache{.data = pool_.data(),
                                         .dtype = DType::kF32,

@@ -70,7 +70,8 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Load(
     model->moe_index_[layer.layer_index()] = static_cast<int64_t>(model->moe_layers_.size());
     model->moe_layers_.push_back(std::move(prepared).value());
   }
-  model->rope_ = std::make_unique<RotaryEmbedding>(c.head_dim, c.rope_theta);
+  model->rope_ = std::make_unique<RotaryEmbedding>(
+      c.head_dim, ComputeRopeFrequencies(c.head_dim, c.rope_theta, c.rope_scaling));
   DeviceDecoderInputs device_inputs;
   device_inputs.config = &model->config_;
   device_inputs.weights = &model->weights_;

@@ -63,8 +63,9 @@ class DecoderModel {
  public:
   // Reads `dir` (config.json + safetensors, validated by the model loader's readers), checks
   // every tensor against the config and prepares each MoE layer on `backend`, which must
-  // outlive the model. Configurations the forward pass does not implement (scaled RoPE, a
-  // sliding window shorter than max_position_embeddings) are refused with a message naming them.
+  // outlive the model. Configurations the forward pass does not implement (RoPE scaling other
+  // than linear and YaRN, a sliding window shorter than max_position_embeddings) are refused
+  // with a message naming them.
   // `progress`, when set, is told after each MoE tensor is packed (the bulk of the bytes).
   static absl::StatusOr<std::unique_ptr<DecoderModel>> Load(
       const std::string& dir, MoEBackend* backend,

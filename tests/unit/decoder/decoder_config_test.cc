@@ -80,12 +80,12 @@ TEST(DecoderConfigTest, SlidingWindowCountsOnlyWhereTransformersAppliesIt) {
 TEST(DecoderConfigTest, LoadRefusesScaledRopeNamingTheKind) {
   testing::ScratchDir scratch;
   nlohmann::json config = ConfigOf(kMixtralDir);
-  config["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
+  config["rope_scaling"] = {{"type", "dynamic"}, {"factor", 4.0}};
   const std::string dir = CopyWithConfig(scratch, kMixtralDir, config);
   auto backend = engine::CreateCpuBackend();
   EXPECT_THAT(engine::DecoderModel::Load(dir, backend.get()),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("rope_scaling"), HasSubstr("yarn"))));
+                       AllOf(HasSubstr("rope_scaling"), HasSubstr("dynamic"))));
 }
 
 TEST(DecoderConfigTest, LoadRefusesASlidingWindowShorterThanTheContext) {

@@ -71,6 +71,14 @@ INSTANTIATE_TEST_SUITE_P(Qwen3, DecoderFixtureTest,
                                                        "/tests/unit/decoder/testdata/"
                                                        "qwen3moe-tiny-f32")),
                          testing::FixtureTestName);
+// YaRN (rope_scaling factor 4) on Qwen2-MoE, prompts past max_position_embeddings: the
+// reference is transformers 4.46.3's Qwen2MoeForCausalLM in float64
+// (make_rope_scaling_reference.py).
+INSTANTIATE_TEST_SUITE_P(Qwen2MoeYarn, DecoderFixtureTest,
+                         ::testing::Values(std::string(MOE_SOURCE_DIR
+                                                       "/tests/unit/decoder/testdata/"
+                                                       "qwen2moe-yarn-tiny-f32")),
+                         testing::FixtureTestName);
 
 }  // namespace
 }  // namespace moe

@@ -1,5 +1,6 @@
 #include "server/model/model_config.h"
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -407,11 +408,56 @@ TEST(ModelConfigTest, UnsupportedDTypeIsRefused) {
                                       AllOf(HasSubstr("'torch_dtype'"), HasSubstr("bfloat16"))));
 }
 
-TEST(ModelConfigTest, ScaledRopeIsRefused) {
+TEST(ModelConfigTest, RopeScalingKindsNotImplementedAreRefusedNamingThem) {
+  for (const char* kind : {"dynamic", "llama3", "longrope"}) {
+    nlohmann::json config = MixtralJson();
+    config["rope_scaling"] = {{"rope_type", kind}, {"factor", 4.0}};
+    EXPECT_THAT(Parse(config),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("rope_scaling"), HasSubstr(kind), HasSubstr("yarn"))));
+  }
+  nlohmann::json deepseek = MixtralJson();
+  deepseek["rope_scaling"] = {{"type", "yarn"}, {"factor", 40.0}, {"mscale", 1.0}};
+  EXPECT_THAT(Parse(deepseek),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rope_scaling.mscale")));
+  for (const nlohmann::json& bad :
+       {nlohmann::json{{"type", "yarn"}}, nlohmann::json{{"type", "linear"}, {"factor", 0.5}},
+        nlohmann::json{{"type", "yarn"}, {"factor", "4"}},
+        nlohmann::json{
+            {"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 0}}}) {
+    nlohmann::json config = MixtralJson();
+    config["rope_scaling"] = bad;
+    EXPECT_THAT(Parse(config),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rope_scaling.")))
+        << bad.dump();
+  }
+}
+
+// YaRN as Qwen's model cards enable it: the context becomes original_max_position_embeddings x
+// factor (vLLM's rule), and the ramp is placed over original_max_position_embeddings.
+TEST(ModelConfigTest, YarnExtendsTheContextFromItsOriginalLength) {
   nlohmann::json config = MixtralJson();
-  config["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_THAT(Parse(config), StatusIs(absl::StatusCode::kInvalidArgument,
-                                      AllOf(HasSubstr("rope_scaling"), HasSubstr("yarn"))));
+  config["max_position_embeddings"] = 40960;
+  config["rope_scaling"] = {
+      {"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}};
+  MOE_ASSERT_OK_AND_ASSIGN(ModelConfig parsed, Parse(config));
+  EXPECT_EQ(parsed.rope_scaling.type, RopeScalingType::kYarn);
+  EXPECT_EQ(parsed.rope_scaling.original_max_position_embeddings, 32768);
+  EXPECT_DOUBLE_EQ(parsed.rope_scaling.factor, 4.0);
+  EXPECT_DOUBLE_EQ(parsed.rope_scaling.beta_fast, 32.0);
+  EXPECT_DOUBLE_EQ(parsed.rope_scaling.beta_slow, 1.0);
+  EXPECT_DOUBLE_EQ(parsed.rope_scaling.attention_factor, 0.1 * std::log(4.0) + 1.0);
+  EXPECT_EQ(parsed.max_position_embeddings, 131072);
+
+  config["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  MOE_ASSERT_OK_AND_ASSIGN(parsed, Parse(config));
+  EXPECT_EQ(parsed.rope_scaling.type, RopeScalingType::kLinear);
+  EXPECT_EQ(parsed.max_position_embeddings, 81920);
+
+  config["rope_scaling"] = {{"rope_type", "default"}};
+  MOE_ASSERT_OK_AND_ASSIGN(parsed, Parse(config));
+  EXPECT_EQ(parsed.rope_scaling.type, RopeScalingType::kNone);
+  EXPECT_EQ(parsed.max_position_embeddings, 40960);
 }
 
 TEST(ModelConfigTest, OlmoeClipQkvIsRefused) {

@@ -51,11 +51,13 @@ struct CudaRotaryParams {
   int64_t num_heads = 0;
   int64_t head_dim = 0;                // even
   const int32_t* positions = nullptr;  // [num_tokens]
-  double theta = 10000.0;
+  // [head_dim / 2] device doubles: theta^(-2i / head_dim), or as a RoPE scaling sets them.
+  const double* inv_freq = nullptr;
+  double scale = 1.0;  // cos and sin are multiplied by it (YaRN's attention factor)
 };
 
 // Rotate-half rotary embedding: channel i pairs with i + head_dim/2 and both turn by
-// position * theta^(-2i / head_dim); angles in double precision, cos/sin rounded to float, as
+// position * inv_freq[i]; angles in double precision, cos/sin scaled and rounded to float, as
 // the host table does.
 absl::Status CudaApplyRotary(CudaContext& context, const CudaRotaryParams& params);
 

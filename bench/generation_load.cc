@@ -148,20 +148,25 @@ absl::Status ValidateGenerationLoad(const scheduler::GenerationScheduler& schedu
         absl::StrCat("--concurrency: each value must be between 1 and the queue's ",
                      scheduler.options().max_queue_requests, ", got ", options.streams));
   }
-  if (options.duration <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("--duration must be positive");
+  // A day at most: the clock arithmetic of a run stays far from overflow.
+  if (options.duration <= absl::ZeroDuration() || options.duration > absl::Hours(24)) {
+    return absl::InvalidArgumentError("--duration must be positive and at most 24h");
   }
-  if (options.warmup < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("--warmup must not be negative");
+  if (options.warmup < absl::ZeroDuration() || options.warmup > absl::Hours(24)) {
+    return absl::InvalidArgumentError("--warmup must be between 0 and 24h");
   }
   if (options.prompt_len.min < 1 || options.output_len.min < 1) {
     return absl::InvalidArgumentError("--prompt-len and --output-len must be at least 1");
   }
-  if (options.prompt_len.max + options.output_len.max > scheduler.max_model_len()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--prompt-len up to ", options.prompt_len.max, " plus --output-len up to ",
-                     options.output_len.max, " is beyond the model's length of ",
-                     scheduler.max_model_len(), " tokens"));
+  // The longest request must fit the model and the KV cache, or every such request would be
+  // refused at once and the streams would spin on refusals.
+  const int64_t cache_tokens = scheduler.kv_total_blocks() * scheduler.options().kv_block_tokens;
+  const int64_t limit = std::min(scheduler.max_model_len(), cache_tokens);
+  if (options.output_len.max > limit || options.prompt_len.max > limit - options.output_len.max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--prompt-len up to ", options.prompt_len.max, " plus --output-len up to ",
+        options.output_len.max, " is beyond the ", limit, " tokens one sequence may hold (model ",
+        scheduler.max_model_len(), ", KV cache ", cache_tokens, ")"));
   }
   return absl::OkStatus();
 }

@@ -48,7 +48,8 @@ struct GenerationLoadReport {
 };
 
 // INVALID_ARGUMENT naming the option when `options` cannot describe a run, or when a request
-// it may draw does not fit `scheduler` (prompt plus output beyond its max_model_len).
+// it may draw does not fit `scheduler` (prompt plus output beyond its max_model_len or its KV
+// cache).
 absl::Status ValidateGenerationLoad(const scheduler::GenerationScheduler& scheduler,
                                     const GenerationLoadOptions& options);
 

@@ -117,7 +117,7 @@ ABSL_FLAG(double, kv_cache_memory_fraction, 0.0,
 ABSL_FLAG(int64_t, kv_block_tokens, 16, "Language models: tokens per KV-cache block.");
 ABSL_FLAG(int64_t, max_model_len, 0,
           "Language models: most tokens (prompt plus generated) per sequence; 0 = the model's "
-          "context (max_position_embeddings).");
+          "context (max_position_embeddings, extended by a linear or YaRN rope_scaling).");
 ABSL_FLAG(int64_t, max_running_sequences, 256,
           "Language models: most sequences generating at once (they share every forward pass).");
 ABSL_FLAG(std::string, generation_batching, "continuous",

@@ -269,10 +269,11 @@ absl::StatusOr<double> ReadRopeTheta(const ConfigReader& reader, double fallback
   return fallback;
 }
 
-// Linear and YaRN scaling, read as vLLM reads them: YaRN's ramp is placed over
-// original_max_position_embeddings when given and the frequencies are scaled by `factor`.
-// (transformers 4.46 ignores original_max_position_embeddings; later releases derive `factor`
-// from it. Without it, all agree.) Other kinds (dynamic NTK, llama3, longrope, DeepSeek's
+// Linear and YaRN scaling. YaRN's ramp is placed over original_max_position_embeddings when
+// given and the frequencies are scaled by `factor`, as vLLM does (transformers 4.46 ignores
+// original_max_position_embeddings; later releases derive `factor` from it; without it, all
+// agree). attention_factor is read as transformers reads it; vLLM's own keys (attn_factor,
+// extrapolation_factor) are not read. Other kinds (dynamic NTK, llama3, longrope, DeepSeek's
 // mscale variant of YaRN) change the encoding in ways the engine does not implement: refused,
 // naming the kind, rather than computed wrong.
 absl::StatusOr<RopeScaling> ReadRopeScaling(const ConfigReader& reader,
@@ -283,7 +284,7 @@ absl::StatusOr<RopeScaling> ReadRopeScaling(const ConfigReader& reader,
     if (rope == nullptr) continue;
     if (!rope->is_object()) return reader.WrongType(key, "an object", *rope);
     std::string type = "default";
-    for (const char* type_key : {"rope_type", "type"}) {
+    for (const char* type_key : {"type", "rope_type"}) {  // rope_type wins, as in transformers
       auto it = rope->find(type_key);
       if (it != rope->end() && it->is_string()) type = it->get<std::string>();
     }

@@ -26,7 +26,7 @@ enum class RopeScalingType {
 
 struct RopeScaling {
   RopeScalingType type = RopeScalingType::kNone;
-  double factor = 1.0;  // > 1 for linear and YaRN
+  double factor = 1.0;  // >= 1
   // YaRN: the context the model was trained with, over which the ramp between interpolated and
   // extrapolated frequencies is placed (rope_scaling's original_max_position_embeddings, else
   // the config's max_position_embeddings), and the ramp's ends in rotations.

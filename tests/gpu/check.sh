@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds and checks everything GPU-side of moe-serve on a machine with CUDA and CMake:
-# configures with the CUDA backend, builds the kernels, the engine, the GPU tests and moe-bench,
-# runs every GPU test, benchmarks the named MoE shapes on the GPU (moe-bench --backend cuda),
-# times decode steps of the CUDA paged attention (sequences x context -> microseconds and
+# configures with the CUDA backend, builds the kernels, the engine, the GPU tests, moe-bench and
+# (where their libraries are found) moe-decoder-step-bench, moe-generation-bench and
+# moe-make-synthetic, runs every GPU test, benchmarks the named MoE shapes on the GPU
+# (moe-bench --backend cuda), times decode steps of the CUDA paged attention (sequences x context -> microseconds and
 # bandwidth against the copy ceiling), times whole decode passes (moe-decoder-step-bench),
 # measures generation with continuous against static batching on a synthetic Mixtral-shaped
 # model (moe-generation-bench --backend cuda), times the same MoE layers in PyTorch when python3
@@ -147,7 +148,7 @@ if [[ -n $deps ]]; then
   # /lib/x86_64-linux-gnu/libz.so.1.2.13): point such links at the copy in the prefix.
   while IFS= read -r link; do
     target=$(readlink "$link")
-    if [[ $target == /* && -e $prefix$target ]]; then ln -sf "$prefix$target" "$link"; fi
+    if [[ $target == /* && -e $prefix$target ]]; then ln -sfn "$prefix$target" "$link"; fi
   done < <(find "$prefix" -type l)
   lib=$prefix/usr/lib/x86_64-linux-gnu
   # Debian points these at the chosen OpenBLAS variant with update-alternatives at install
@@ -186,17 +187,18 @@ mapfile -t gpu_tests < <(sed -n 's/^moe_add_test(\([A-Za-z0-9_]*\).*/\1/p' \
 targets=(moe_kernels_cuda moe_engine "${gpu_tests[@]}")
 ((bench)) && targets+=(moe-bench)
 # The decoder step benchmark exists where Google Benchmark was found (fetch_deps.sh brings it).
+# The targets this configuration has (read whole: grep -q on a pipe could end the listing
+# early, and pipefail would then count that as a failure).
+available_targets=$(cmake --build "$build_dir" --target help 2>/dev/null || true)
 decoder_bench=0
-if ((bench)) && cmake --build "$build_dir" --target help 2>/dev/null |
-    grep -q 'moe-decoder-step-bench'; then
+if ((bench)) && [[ $available_targets == *moe-decoder-step-bench* ]]; then
   decoder_bench=1
   targets+=(moe-decoder-step-bench)
 fi
 # The generation benchmark exists where prometheus-cpp was found (the scheduler reports to it;
 # fetch_deps.sh brings it); it runs on a synthetic model that moe-make-synthetic writes.
 generation_bench=0
-if ((bench)) && cmake --build "$build_dir" --target help 2>/dev/null |
-    grep -q 'moe-generation-bench'; then
+if ((bench)) && [[ $available_targets == *moe-generation-bench* ]]; then
   generation_bench=1
   targets+=(moe-generation-bench moe-make-synthetic)
 fi

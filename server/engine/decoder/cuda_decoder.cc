@@ -156,8 +156,8 @@ class CudaDecoder : public DeviceDecoder {
   // Frees the pool and allocates `cache`'s.
   absl::Status AllocatePool(const KvCache& cache) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared_->mu);
   // A step's pool: `cache`'s, allocated here at the first step if AllocateKvPool was not called.
-  // FAILED_PRECONDITION when the pool holds another cache's blocks: moving it would silently
-  // drop that cache's K/V, which only AllocateKvPool may do.
+  // FAILED_PRECONDITION when the pool holds another cache's blocks, or held some before (a
+  // failed move): moving it would silently drop K/V, which only AllocateKvPool may do.
   absl::Status PoolForStep(const KvCache& cache) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared_->mu);
   absl::Status EnsureWorkspace(int64_t num_tokens, int64_t logit_rows,
                                const DecoderStepOutputs& outputs)
@@ -189,6 +189,7 @@ class CudaDecoder : public DeviceDecoder {
   // The device memory of one KvCache's blocks, and that cache's geometry (the cache itself may
   // be gone: only its id is kept).
   uint64_t pool_cache_id_ = 0;  // 0: no pool
+  bool pool_ever_allocated_ = false;
   int64_t pool_blocks_ = 0;
   int64_t pool_block_tokens_ = 0;
   DeviceBuffer pool_;
@@ -257,9 +258,11 @@ CudaDecoder::StepLayout CudaDecoder::Layout(std::span<const DecoderChunk> chunks
 
 absl::Status CudaDecoder::PoolForStep(const KvCache& cache) {
   if (pool_cache_id_ == cache.id()) return absl::OkStatus();
-  if (pool_cache_id_ != 0) {
+  // Only the very first pool is allocated implicitly: once one existed, the cache it held (or
+  // another) might still have sequences whose K/V a blank pool would not have.
+  if (pool_ever_allocated_) {
     return absl::FailedPreconditionError(
-        "this model's device KV pool holds another KV cache's blocks; call "
+        "this model's device KV pool does not hold this KV cache's blocks; call "
         "DecoderModel::PrepareKvCache for this cache first (the other cache's K/V is dropped)");
   }
   return AllocatePool(cache);
@@ -278,6 +281,7 @@ absl::Status CudaDecoder::AllocatePool(const KvCache& cache) {
                      " bytes) do not fit in device memory: ", pool.status().message()));
   }
   pool_ = std::move(pool).value();
+  pool_ever_allocated_ = true;
   pool_cache_id_ = cache.id();
   pool_blocks_ = cache.total_blocks();
   pool_block_tokens_ = cache.block_tokens();

@@ -63,6 +63,38 @@ TEST(RopeScalingTest, FrequenciesAndScaleMatchTransformers) {
   }
 }
 
+// With original_max_position_embeddings given (as Qwen's model cards enable YaRN), the ramp is
+// placed over it, not over max_position_embeddings (vLLM's reading): the frequencies are those
+// transformers computes for a config whose max_position_embeddings is that original length.
+TEST(RopeScalingTest, YarnPlacesItsRampOverTheOriginalContext) {
+  std::ifstream file(kReference);
+  ASSERT_TRUE(file) << "cannot read " << kReference;
+  const nlohmann::json reference = nlohmann::json::parse(file);
+  const nlohmann::json* trained = nullptr;  // head_dim 128, theta 1e6, 32768 positions, yarn x4
+  for (const nlohmann::json& c : reference["cases"]) {
+    if (c["head_dim"] == 128 && c["max_position_embeddings"] == 32768 &&
+        c["rope_scaling"].value("rope_type", "") == "yarn" &&
+        !c["rope_scaling"].contains("attention_factor")) {
+      trained = &c;
+    }
+  }
+  ASSERT_NE(trained, nullptr) << "reference case missing";
+  nlohmann::json config = ConfigFor(*trained);
+  config["max_position_embeddings"] = 40960;
+  config["rope_scaling"]["original_max_position_embeddings"] = 32768;
+  MOE_ASSERT_OK_AND_ASSIGN(const model::ModelConfig parsed,
+                           model::ParseModelConfig(config.dump(), "qwen/config.json"));
+  EXPECT_EQ(parsed.max_position_embeddings, 131072);
+  const engine::RopeFrequencies got =
+      engine::ComputeRopeFrequencies(parsed.head_dim, parsed.rope_theta, parsed.rope_scaling);
+  const std::vector<double> want = (*trained)["inv_freq"];
+  ASSERT_EQ(got.inv_freq.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_NEAR(got.inv_freq[i], want[i], kFrequencyTolerance * want[i]) << "pair " << i;
+  }
+  EXPECT_NEAR(got.attention_scale, (*trained)["attention_scale"].get<double>(), 1e-12);
+}
+
 // The table the attention reads: cos and sin of position x frequency, times YaRN's scale.
 TEST(RopeScalingTest, RotationUsesTheScaledFrequenciesAndScale) {
   model::RopeScaling yarn;

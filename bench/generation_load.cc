@@ -10,17 +10,17 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
+#include "client/cli/load_clock.h"
 #include "client/cli/stream_timing.h"
 
 namespace moe::bench {
 namespace {
 
+using client::cli::Clock;
+using client::cli::Ms;
+using client::cli::StartLine;
 using client::cli::TokenArrival;
-using Clock = std::chrono::steady_clock;
-
-double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 // What the scheduler reported for one request. Shared by the sink and the stream thread, so
 // that whichever lets go last frees it: the scheduler thread may still be inside Notify() when
@@ -59,7 +59,7 @@ class RecordingSink final : public scheduler::GenerationSink {
 
 // What one stream's counted requests measured.
 struct Tally {
-  std::vector<double> ttft_ms, itl_ms, tpot_ms, e2e_ms;
+  client::cli::StreamSamples samples;
   int64_t completed = 0, failed = 0, prompt_tokens = 0, output_tokens = 0;
   std::map<std::string, int64_t> errors;
   Clock::time_point first_start = Clock::time_point::max();
@@ -78,19 +78,11 @@ struct Tally {
     ++completed;
     prompt_tokens += prompt_len;
     output_tokens += timing.tokens;
-    if (timing.tokens > 0) ttft_ms.push_back(timing.ttft_ms);
-    itl_ms.insert(itl_ms.end(), timing.itl_ms.begin(), timing.itl_ms.end());
-    if (timing.tokens >= 2) tpot_ms.push_back(timing.tpot_ms);
-    e2e_ms.push_back(timing.e2e_ms);
+    samples.Add(timing);
   }
 
   void Merge(const Tally& other) {
-    for (auto [to, from] : {std::pair{&ttft_ms, &other.ttft_ms},
-                            {&itl_ms, &other.itl_ms},
-                            {&tpot_ms, &other.tpot_ms},
-                            {&e2e_ms, &other.e2e_ms}}) {
-      to->insert(to->end(), from->begin(), from->end());
-    }
+    samples.Merge(other.samples);
     completed += other.completed;
     failed += other.failed;
     prompt_tokens += other.prompt_tokens;
@@ -101,18 +93,11 @@ struct Tally {
   }
 };
 
-struct StartLine {
-  explicit StartLine(int streams) : ready(streams) {}
-  absl::BlockingCounter ready;
-  absl::Notification go;
-  Clock::time_point measure_start, stop;  // written before `go`, read after
-};
-
 void Stream(scheduler::GenerationScheduler& scheduler, const GenerationLoadOptions& options,
             int index, StartLine* start_line, Tally* tally) {
   std::mt19937_64 rng(options.seed * 1000003 + static_cast<uint64_t>(index));
   const int64_t vocab = scheduler.model().spec().vocab_size;
-  start_line->ready.DecrementCount();
+  start_line->prepared.DecrementCount();
   start_line->go.WaitForNotification();
   while (true) {
     auto request = std::make_unique<scheduler::GenerationRequest>();
@@ -182,11 +167,10 @@ absl::StatusOr<GenerationLoadReport> RunGenerationLoad(scheduler::GenerationSche
     streams.emplace_back(Stream, std::ref(scheduler), std::cref(options), i, &start_line,
                          &tallies[static_cast<size_t>(i)]);
   }
-  start_line.ready.Wait();
-  start_line.measure_start = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                absl::ToChronoNanoseconds(options.warmup));
-  start_line.stop = start_line.measure_start + std::chrono::duration_cast<Clock::duration>(
-                                                   absl::ToChronoNanoseconds(options.duration));
+  start_line.prepared.Wait();
+  start_line.start = Clock::now();
+  start_line.measure_start = start_line.start + client::cli::ToClock(options.warmup);
+  start_line.stop = start_line.measure_start + client::cli::ToClock(options.duration);
   start_line.go.Notify();
   // The scheduler's counters from the end of the warm-up to the last counted request's end
   // (nothing runs after it: every stream has stopped submitting).
@@ -210,10 +194,10 @@ absl::StatusOr<GenerationLoadReport> RunGenerationLoad(scheduler::GenerationSche
     report.output_tokens_per_second = static_cast<double>(tally.output_tokens) / report.seconds;
     report.requests_per_second = static_cast<double>(tally.completed) / report.seconds;
   }
-  report.ttft_ms = client::cli::Summarize(std::move(tally.ttft_ms));
-  report.itl_ms = client::cli::Summarize(std::move(tally.itl_ms));
-  report.tpot_ms = client::cli::Summarize(std::move(tally.tpot_ms));
-  report.e2e_ms = client::cli::Summarize(std::move(tally.e2e_ms));
+  report.ttft_ms = client::cli::Summarize(std::move(tally.samples.ttft_ms));
+  report.itl_ms = client::cli::Summarize(std::move(tally.samples.itl_ms));
+  report.tpot_ms = client::cli::Summarize(std::move(tally.samples.tpot_ms));
+  report.e2e_ms = client::cli::Summarize(std::move(tally.samples.e2e_ms));
   report.steps = after.steps - before.steps;
   report.step_tokens = after.step_tokens - before.step_tokens;
   report.padding_tokens = after.padding_tokens - before.padding_tokens;

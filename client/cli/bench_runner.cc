@@ -12,26 +12,16 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "client/cli/input_rows.h"
+#include "client/cli/load_clock.h"
 
 namespace moe::client::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 constexpr int kInputsPerWorker = 8;  // distinct random requests each worker cycles through
 constexpr auto kLate = std::chrono::milliseconds(1);
-
-double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-// Durations past ten years (--duration inf with --requests) are ten years: the clock's time
-// points would overflow.
-Clock::duration ToClock(absl::Duration d) {
-  return std::chrono::duration_cast<Clock::duration>(
-      absl::ToChronoNanoseconds(std::min(d, absl::Hours(24 * 365 * 10))));
-}
 
 // `kInputsPerWorker` requests of random rows, each one InferInput.
 std::vector<std::vector<InferInput>> MakeInputs(const BenchOptions& options, uint64_t seed) {
@@ -96,15 +86,6 @@ struct Tally {
     first_start = std::min(first_start, other.first_start);
     last_finish = std::max(last_finish, other.last_finish);
   }
-};
-
-// The start of the run: every worker has prepared its inputs and connected before the clock
-// starts, so neither shows in the warm-up or the measurement.
-struct StartLine {
-  explicit StartLine(int workers) : prepared(workers) {}
-  absl::BlockingCounter prepared;
-  absl::Notification go;
-  Clock::time_point start, measure_start, stop;  // written before `go`, read after
 };
 
 // Counts for the progress line, updated as calls end.

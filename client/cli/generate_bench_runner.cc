@@ -9,24 +9,15 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
-#include "absl/synchronization/notification.h"
+#include "client/cli/load_clock.h"
 #include "client/cli/stream_timing.h"
 
 namespace moe::client::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-Clock::duration ToClock(absl::Duration d) {
-  return std::chrono::duration_cast<Clock::duration>(
-      absl::ToChronoNanoseconds(std::min(d, absl::Hours(24 * 365 * 10))));
-}
-
 // What one stream's counted requests measured.
 struct Tally {
-  std::vector<double> ttft_ms, itl_ms, tpot_ms, e2e_ms;
+  StreamSamples samples;
   double server_ttft_ms = 0;
   int64_t completed = 0, failed = 0, prompt_tokens = 0, output_tokens = 0, preemptions = 0;
   std::map<std::string, int64_t> errors, finish_reasons;
@@ -52,20 +43,12 @@ struct Tally {
     output_tokens += timing.tokens;
     preemptions += result->preemptions;
     ++finish_reasons[std::string(FinishReasonName(result->finish_reason))];
-    if (timing.tokens > 0) ttft_ms.push_back(timing.ttft_ms);
-    itl_ms.insert(itl_ms.end(), timing.itl_ms.begin(), timing.itl_ms.end());
-    if (timing.tokens >= 2) tpot_ms.push_back(timing.tpot_ms);
-    e2e_ms.push_back(timing.e2e_ms);
+    samples.Add(timing);
     server_ttft_ms += absl::ToDoubleMilliseconds(result->server_time_to_first_token);
   }
 
   void Merge(Tally&& other) {
-    for (auto [to, from] : {std::pair{&ttft_ms, &other.ttft_ms},
-                            {&itl_ms, &other.itl_ms},
-                            {&tpot_ms, &other.tpot_ms},
-                            {&e2e_ms, &other.e2e_ms}}) {
-      to->insert(to->end(), from->begin(), from->end());
-    }
+    samples.Merge(other.samples);
     server_ttft_ms += other.server_ttft_ms;
     completed += other.completed;
     failed += other.failed;
@@ -78,13 +61,6 @@ struct Tally {
     first_start = std::min(first_start, other.first_start);
     last_finish = std::max(last_finish, other.last_finish);
   }
-};
-
-struct StartLine {
-  explicit StartLine(int streams) : prepared(streams) {}
-  absl::BlockingCounter prepared;
-  absl::Notification go;
-  Clock::time_point measure_start, stop;  // written before `go`, read after
 };
 
 void Stream(const GenerateBenchOptions& options, Client* client, int index, StartLine* start_line,
@@ -188,10 +164,10 @@ absl::StatusOr<GenerateBenchReport> RunGenerateBench(const std::vector<Client*>&
   report.prompt_tokens = tally.prompt_tokens;
   report.output_tokens = tally.output_tokens;
   report.preemptions = tally.preemptions;
-  report.ttft_ms = Summarize(std::move(tally.ttft_ms));
-  report.itl_ms = Summarize(std::move(tally.itl_ms));
-  report.tpot_ms = Summarize(std::move(tally.tpot_ms));
-  report.e2e_ms = Summarize(std::move(tally.e2e_ms));
+  report.ttft_ms = Summarize(std::move(tally.samples.ttft_ms));
+  report.itl_ms = Summarize(std::move(tally.samples.itl_ms));
+  report.tpot_ms = Summarize(std::move(tally.samples.tpot_ms));
+  report.e2e_ms = Summarize(std::move(tally.samples.e2e_ms));
   if (tally.completed > 0) {
     report.mean_server_ttft_ms = tally.server_ttft_ms / static_cast<double>(tally.completed);
   }

@@ -1,6 +1,7 @@
 #include "client/cli/stream_timing.h"
 
 #include <cstddef>
+#include <utility>
 
 namespace moe::client::cli {
 
@@ -25,6 +26,22 @@ StreamTiming AccountStream(const std::vector<TokenArrival>& arrivals, double end
     timing.tpot_ms = (end_ms - timing.ttft_ms) / static_cast<double>(timing.tokens - 1);
   }
   return timing;
+}
+
+void StreamSamples::Add(const StreamTiming& timing) {
+  if (timing.tokens > 0) ttft_ms.push_back(timing.ttft_ms);
+  itl_ms.insert(itl_ms.end(), timing.itl_ms.begin(), timing.itl_ms.end());
+  if (timing.tokens >= 2) tpot_ms.push_back(timing.tpot_ms);
+  e2e_ms.push_back(timing.e2e_ms);
+}
+
+void StreamSamples::Merge(const StreamSamples& other) {
+  for (auto [to, from] : {std::pair{&ttft_ms, &other.ttft_ms},
+                          {&itl_ms, &other.itl_ms},
+                          {&tpot_ms, &other.tpot_ms},
+                          {&e2e_ms, &other.e2e_ms}}) {
+    to->insert(to->end(), from->begin(), from->end());
+  }
 }
 
 }  // namespace moe::client::cli

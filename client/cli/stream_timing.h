@@ -30,4 +30,14 @@ struct StreamTiming {
 // `arrivals` in order of arrival; `end_ms`: when the stream ended (since the send).
 StreamTiming AccountStream(const std::vector<TokenArrival>& arrivals, double end_ms);
 
+// The latency samples of many streams, as the generation reports summarise them: TTFT of each
+// stream that got a token, every inter-token gap, TPOT of each stream of 2 or more tokens, and
+// every stream's end-to-end time.
+struct StreamSamples {
+  std::vector<double> ttft_ms, itl_ms, tpot_ms, e2e_ms;
+
+  void Add(const StreamTiming& timing);
+  void Merge(const StreamSamples& other);
+};
+
 }  // namespace moe::client::cli

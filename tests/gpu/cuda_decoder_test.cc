@@ -49,18 +49,24 @@ float TopTwoMargin(const float* row, int64_t vocab) {
   return values[0] - values[1];
 }
 
+// `dir`'s checkpoint on the CUDA backend (MoE blocks in bf16, the default compute dtype) with a
+// device KV cache of `blocks` blocks of 4 tokens.
+void LoadOnGpu(const std::string& dir, testing::LoadedDecoder* gpu, int64_t blocks) {
+  engine::BackendOptions options;
+  options.choice = engine::BackendChoice::kCuda;
+  options.cuda_compute_dtype = kernels::DType::kBF16;
+  MOE_ASSERT_OK_AND_ASSIGN(auto backend, engine::CreateCudaBackend(options));
+  ASSERT_NO_FATAL_FAILURE(
+      testing::LoadDecoder(dir, gpu, blocks, /*block_tokens=*/4, std::move(backend)));
+}
+
 class CudaDecoderTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaDecoderTest, PromptLogitsAndGreedyTokensMatchReferenceWithMoEBlocksOnTheGpu) {
   MOE_SKIP_WITHOUT_CUDA();
   const std::string dir = GetParam();
-  engine::BackendOptions options;
-  options.choice = engine::BackendChoice::kCuda;
-  options.cuda_compute_dtype = kernels::DType::kBF16;
-  MOE_ASSERT_OK_AND_ASSIGN(auto cuda_backend, engine::CreateCudaBackend(options));
   testing::LoadedDecoder gpu, cpu;
-  ASSERT_NO_FATAL_FAILURE(
-      testing::LoadDecoder(dir, &gpu, /*blocks=*/64, /*block_tokens=*/4, std::move(cuda_backend)));
+  ASSERT_NO_FATAL_FAILURE(LoadOnGpu(dir, &gpu, /*blocks=*/64));
   ASSERT_NO_FATAL_FAILURE(testing::LoadDecoder(dir, &cpu, /*blocks=*/64, /*block_tokens=*/4));
   EXPECT_EQ(gpu.model->spec().backend, "cuda");
   MOE_ASSERT_OK_AND_ASSIGN(auto reference,
@@ -110,12 +116,8 @@ TEST_P(CudaDecoderTest, PromptLogitsAndGreedyTokensMatchReferenceWithMoEBlocksOn
 TEST_P(CudaDecoderTest, SequencesDecodedTogetherGetWhatEachGetsAlone) {
   MOE_SKIP_WITHOUT_CUDA();
   const std::string dir = GetParam();
-  engine::BackendOptions options;
-  options.choice = engine::BackendChoice::kCuda;
-  MOE_ASSERT_OK_AND_ASSIGN(auto cuda_backend, engine::CreateCudaBackend(options));
   testing::LoadedDecoder gpu;
-  ASSERT_NO_FATAL_FAILURE(
-      testing::LoadDecoder(dir, &gpu, /*blocks=*/128, /*block_tokens=*/4, std::move(cuda_backend)));
+  ASSERT_NO_FATAL_FAILURE(LoadOnGpu(dir, &gpu, /*blocks=*/128));
   EXPECT_TRUE(gpu.model->runs_on_device());
   EXPECT_EQ(gpu.model->kv_storage(), engine::KvStorage::kNone);
   const int64_t vocab = gpu.model->spec().vocab_size;
@@ -181,12 +183,8 @@ TEST_P(CudaDecoderTest, SequencesDecodedTogetherGetWhatEachGetsAlone) {
 TEST_P(CudaDecoderTest, DecodeStepsMatchTheCpuAlongTheReferencePath) {
   MOE_SKIP_WITHOUT_CUDA();
   const std::string dir = GetParam();
-  engine::BackendOptions options;
-  options.choice = engine::BackendChoice::kCuda;
-  MOE_ASSERT_OK_AND_ASSIGN(auto cuda_backend, engine::CreateCudaBackend(options));
   testing::LoadedDecoder gpu, cpu;
-  ASSERT_NO_FATAL_FAILURE(
-      testing::LoadDecoder(dir, &gpu, /*blocks=*/64, /*block_tokens=*/4, std::move(cuda_backend)));
+  ASSERT_NO_FATAL_FAILURE(LoadOnGpu(dir, &gpu, /*blocks=*/64));
   ASSERT_NO_FATAL_FAILURE(testing::LoadDecoder(dir, &cpu, /*blocks=*/64, /*block_tokens=*/4));
   MOE_ASSERT_OK_AND_ASSIGN(auto reference,
                            model::SafetensorsFile::Open(
@@ -222,12 +220,8 @@ TEST_P(CudaDecoderTest, DecodeStepsMatchTheCpuAlongTheReferencePath) {
 TEST_P(CudaDecoderTest, MoEMetricsMatchTheCpu) {
   MOE_SKIP_WITHOUT_CUDA();
   const std::string dir = GetParam();
-  engine::BackendOptions options;
-  options.choice = engine::BackendChoice::kCuda;
-  MOE_ASSERT_OK_AND_ASSIGN(auto cuda_backend, engine::CreateCudaBackend(options));
   testing::LoadedDecoder gpu, cpu;
-  ASSERT_NO_FATAL_FAILURE(
-      testing::LoadDecoder(dir, &gpu, /*blocks=*/64, /*block_tokens=*/4, std::move(cuda_backend)));
+  ASSERT_NO_FATAL_FAILURE(LoadOnGpu(dir, &gpu, /*blocks=*/64));
   ASSERT_NO_FATAL_FAILURE(testing::LoadDecoder(dir, &cpu, /*blocks=*/64, /*block_tokens=*/4));
   const engine::DecoderSpec& spec = cpu.model->spec();
   const int64_t layers = spec.num_moe_layers;
@@ -289,12 +283,8 @@ TEST_P(CudaDecoderTest, MoEMetricsMatchTheCpu) {
 TEST_P(CudaDecoderTest, AStepOnAnotherCacheNeedsItPreparedFirst) {
   MOE_SKIP_WITHOUT_CUDA();
   const std::string dir = GetParam();
-  engine::BackendOptions options;
-  options.choice = engine::BackendChoice::kCuda;
-  MOE_ASSERT_OK_AND_ASSIGN(auto cuda_backend, engine::CreateCudaBackend(options));
   testing::LoadedDecoder gpu;
-  ASSERT_NO_FATAL_FAILURE(
-      testing::LoadDecoder(dir, &gpu, /*blocks=*/16, /*block_tokens=*/4, std::move(cuda_backend)));
+  ASSERT_NO_FATAL_FAILURE(LoadOnGpu(dir, &gpu, /*blocks=*/16));
   MOE_ASSERT_OK(gpu.model->PrepareKvCache(*gpu.cache));
   engine::KvCacheShape shape = gpu.model->kv_shape();
   shape.block_tokens = 8;  // another geometry too: the pool must follow it

@@ -62,5 +62,19 @@ TEST(ClientCliStreamTiming, NoTokensOrOneToken) {
   EXPECT_EQ(one.tpot_ms, 0);
 }
 
+// The report's samples: TTFT only from streams that got a token, TPOT only from streams of two
+// or more, every gap and every end-to-end time; merging keeps each stream's samples.
+TEST(ClientCliStreamTiming, SamplesCountWhatEachStreamHas) {
+  StreamSamples a, b;
+  a.Add(AccountStream({{2, 1}, {5, 1}, {9, 2}}, 9));  // 4 tokens
+  a.Add(AccountStream({}, 7));                        // none
+  b.Add(AccountStream({{3, 1}}, 3));                  // one
+  a.Merge(b);
+  EXPECT_THAT(a.ttft_ms, ElementsAre(2, 3));
+  EXPECT_THAT(a.itl_ms, ElementsAre(3, 2, 2));
+  EXPECT_THAT(a.tpot_ms, ElementsAre(7.0 / 3));
+  EXPECT_THAT(a.e2e_ms, ElementsAre(9, 7, 3));
+}
+
 }  // namespace
 }  // namespace moe::client::cli

@@ -71,15 +71,15 @@ absl::StatusOr<std::vector<std::string>> ReadFlagfile(const std::string& path) {
 }
 
 // Checks `in` (arguments without the program name) and appends the normalised arguments to
-// `out`, expanding flag files `depth` levels deep so far.
-absl::Status CheckArgs(const std::vector<std::string>& in, int depth,
+// `out`, expanding flag files `depth` levels deep so far. `program` names the tool in messages.
+absl::Status CheckArgs(absl::string_view program, const std::vector<std::string>& in, int depth,
                        std::vector<std::string>& out) {
   for (size_t i = 0; i < in.size(); ++i) {
     const std::string& arg = in[i];
     if (arg == "--") {
       if (i + 1 < in.size()) {
         return absl::InvalidArgumentError(
-            absl::StrCat("unexpected argument '", in[i + 1], "': moe-bench takes only flags"));
+            absl::StrCat("unexpected argument '", in[i + 1], "': ", program, " takes only flags"));
       }
       out.push_back(arg);
       continue;
@@ -87,7 +87,7 @@ absl::Status CheckArgs(const std::vector<std::string>& in, int depth,
     const std::optional<std::string> flag_name = FlagName(arg);
     if (!flag_name.has_value()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("unexpected argument '", arg, "': moe-bench takes only flags (--help)"));
+          absl::StrCat("unexpected argument '", arg, "': ", program, " takes only flags (--help)"));
     }
     const std::string& name = *flag_name;
     const size_t equals = arg.find('=');
@@ -109,7 +109,7 @@ absl::Status CheckArgs(const std::vector<std::string>& in, int depth,
       for (absl::string_view path : absl::StrSplit(value, ',', absl::SkipEmpty())) {
         absl::StatusOr<std::vector<std::string>> file_args = ReadFlagfile(std::string(path));
         if (!file_args.ok()) return file_args.status();
-        if (absl::Status status = CheckArgs(*file_args, depth + 1, out); !status.ok()) {
+        if (absl::Status status = CheckArgs(program, *file_args, depth + 1, out); !status.ok()) {
           return absl::InvalidArgumentError(
               absl::StrCat(status.message(), " (in --flagfile ", path, ")"));
         }
@@ -133,7 +133,7 @@ absl::Status CheckArgs(const std::vector<std::string>& in, int depth,
     }
     if (flag == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag '", arg, "' (moe-bench --help lists the flags)"));
+          absl::StrCat("unknown flag '", arg, "' (", program, " --help lists the flags)"));
     }
     out.push_back(absl::StrCat("--", name, has_value ? "=" : "", value));
     if (negated) {
@@ -200,9 +200,14 @@ std::string Synopsis(const absl::CommandLineFlag& flag) {
 
 absl::StatusOr<CheckedCommandLine> CheckedCommandLine::Check(int argc, char** argv) {
   CheckedCommandLine line;
-  if (argc > 0) line.args_.emplace_back(argv[0]);
+  absl::string_view program = "this program";
+  if (argc > 0) {
+    line.args_.emplace_back(argv[0]);
+    program = argv[0];
+    program.remove_prefix(program.rfind('/') + 1);  // npos + 1 == 0: no directory
+  }
   const std::vector<std::string> in(argv + std::min(argc, 1), argv + argc);
-  if (absl::Status status = CheckArgs(in, 0, line.args_); !status.ok()) return status;
+  if (absl::Status status = CheckArgs(program, in, 0, line.args_); !status.ok()) return status;
   return line;
 }
 

@@ -1,8 +1,8 @@
 // Checks the command line against the registered absl flags before absl::ParseCommandLine sees
 // it. absl exits with status 1 on an unknown flag, a value it cannot parse or an unreadable
-// --flagfile; moe-bench treats all of them as usage errors (exit status 2) with a message naming
-// the flag or file. Expands --flagfile itself, lets flag names be spelled with dashes (--top-k)
-// as well as underscores (--top_k), and prints its own --help.
+// --flagfile; the benchmarks treat all of them as usage errors (exit status 2) with a message
+// naming the flag or file. Expands --flagfile itself, lets flag names be spelled with dashes
+// (--top-k) as well as underscores (--top_k), and prints its own --help.
 #pragma once
 
 #include <string>
@@ -16,7 +16,7 @@ namespace moe::bench {
 class CheckedCommandLine {
  public:
   // INVALID_ARGUMENT for an unknown flag, a missing or unparsable value, a positional argument
-  // (moe-bench takes none), or a --flagfile that cannot be read or holds any of these. Each
+  // (the benchmarks take none), or a --flagfile that cannot be read or holds any of these. Each
   // --flagfile=a,b names files of one flag per line ("--name=value"; blank lines and lines
   // starting with '#' are skipped) whose flags take its place on the command line.
   static absl::StatusOr<CheckedCommandLine> Check(int argc, char** argv);
@@ -34,8 +34,8 @@ class CheckedCommandLine {
 bool WantsHelp(int argc, char** argv);
 
 // `summary`, then every flag defined in a source file whose path ends in `flags_file`, sorted by
-// name, each with its meaning and (where it has one) its default, then the flags moe-bench
-// handles itself (--flagfile, --help).
+// name, each with its meaning and (where it has one) its default, then the flags the
+// checker handles itself (--flagfile, --help).
 std::string Usage(absl::string_view summary, absl::string_view flags_file);
 
 }  // namespace moe::bench

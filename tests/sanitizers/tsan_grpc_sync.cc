@@ -15,6 +15,12 @@
 //   - grpc_call_start_batch releases on the tag before the batch starts and again once it has
 //     returned: libgrpc writes into the batch's ops (a status string, when a call fails at
 //     once) inside grpc_call_start_batch itself;
+//   - grpc_cq_end_op, which posts a batch's completion (libgrpc calls it through its PLT, so
+//     the executable's definition comes first there too), releases on the tag. It runs on
+//     whichever thread did the work: gRPC's pollers are the threads blocked in Next or Pluck,
+//     so one client thread waiting on its own call reads the transport for the others on the
+//     connection and fills their statuses (a message string built by instrumented string code
+//     that the executable interposes) before it posts their completions;
 //   - grpc_completion_queue_next/pluck acquire on the tag of the event they return;
 //   - a completion that another thread picks up while grpc_call_start_batch is still running
 //     waits for it to return (a std::mutex and condition variable, which TSan sees) before the
@@ -52,6 +58,9 @@
 #include <cstdlib>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
+
+#include "absl/status/status.h"
 
 #if !defined(__SANITIZE_THREAD__)
 #error "tsan_grpc_sync.cc belongs in ThreadSanitizer builds only (MOE_SANITIZE=thread)"
@@ -265,6 +274,26 @@ extern "C" grpc_event grpc_completion_queue_pluck(grpc_completion_queue* cq, voi
     __tsan_acquire(event.tag);
   }
   return event;
+}
+
+// grpc_cq_end_op (src/core/lib/surface/completion_queue.h, gRPC 1.51) is a C++ function taking
+// an absl::Status by value; its mangled name pins the exact signature and Debian's abseil inline
+// namespace, and Real() aborts if libgrpc no longer has it.
+struct grpc_cq_completion;
+using CqDone = void (*)(void* done_arg, grpc_cq_completion* storage);
+using CqEndOp = void(grpc_completion_queue* cq, void* tag, absl::Status error, CqDone done,
+                     void* done_arg, grpc_cq_completion* storage, bool internal);
+#define MOE_GRPC_CQ_END_OP                                                              \
+  "_Z14grpc_cq_end_opP21grpc_completion_queuePvN4absl7debian36StatusEPFvS1_P18grpc_cq_" \
+  "completionES1_S6_b"
+
+extern "C" CqEndOp MoeCqEndOp __asm__(MOE_GRPC_CQ_END_OP);
+
+extern "C" void MoeCqEndOp(grpc_completion_queue* cq, void* tag, absl::Status error, CqDone done,
+                           void* done_arg, grpc_cq_completion* storage, bool internal) {
+  static const auto real = Real<CqEndOp*>(MOE_GRPC_CQ_END_OP);
+  if (tag != nullptr) __tsan_release(tag);
+  real(cq, tag, std::move(error), done, done_arg, storage, internal);
 }
 
 // grpc::internal::ServerCallbackCall (grpcpp/support/server_callback.h, gRPC 1.51): a vtable

@@ -102,6 +102,7 @@ absl::StatusOr<CudaDeviceInfo> GetCudaDeviceInfo(int device) {
   info.compute_capability_major = props.major;
   info.compute_capability_minor = props.minor;
   info.multiprocessor_count = props.multiProcessorCount;
+  info.max_shared_memory_per_block_optin = static_cast<int64_t>(props.sharedMemPerBlockOptin);
   info.total_memory_bytes = static_cast<int64_t>(total_bytes);
   info.free_memory_bytes = static_cast<int64_t>(free_bytes);
   return info;

@@ -366,9 +366,8 @@ absl::StatusOr<Plan> MakePlan(CudaContext::Impl& ctx, const CudaPagedAttentionPa
   plan.q_tiles_per_seq = (b.max_query_len + plan.q_tile - 1) / plan.q_tile;
   const int64_t rows = plan.q_tile * plan.group;
 
-  int max_shared = 0;
-  MOE_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx.device));
+  // Read once with the context's device info: planning runs for every layer of every step.
+  const int64_t max_shared = ctx.info.max_shared_memory_per_block_optin;
   if (p.partition_tokens > 0) {
     plan.partition = p.partition_tokens;
   } else {

@@ -52,6 +52,8 @@ TEST_F(CudaDeviceTest, DeviceInfoDescribesTheDevice) {
   EXPECT_FALSE(info.name.empty());
   EXPECT_GT(info.total_memory_bytes, 0);
   EXPECT_GT(info.multiprocessor_count, 0);
+  // Hopper and Ampere allow well over the 48 KiB every block gets without opting in.
+  EXPECT_GT(info.max_shared_memory_per_block_optin, 48 * 1024);
   EXPECT_GE(info.compute_capability_major, 7);
   EXPECT_THAT(info.Describe(), HasSubstr(info.name));
   std::cout << "device: " << info.Describe() << "\n";

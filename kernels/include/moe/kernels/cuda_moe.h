@@ -43,6 +43,8 @@ struct CudaDeviceInfo {
   int compute_capability_major = 0;
   int compute_capability_minor = 0;
   int multiprocessor_count = 0;
+  // Dynamic shared memory one thread block may opt in to (cudaFuncSetAttribute); 227 KiB on sm_90.
+  int64_t max_shared_memory_per_block_optin = 0;
   int64_t total_memory_bytes = 0;
   int64_t free_memory_bytes = 0;  // at the time of the query
   int64_t used_memory_bytes() const { return total_memory_bytes - free_memory_bytes; }

@@ -277,6 +277,19 @@ bool GenerationScheduler::PlanNextStep(std::vector<Sequence*>* step,
       }
     }
     cancel_running_.clear();
+    // A static batch left with padding rows only (its unfinished sequences were all cancelled)
+    // ends now, not after one more step of padding.
+    if (options_.batching == GenerationBatching::kStatic && !running_.empty() &&
+        std::all_of(running_.begin(), running_.end(),
+                    [](const auto& sequence) { return sequence->done != FinishReason::kNone; })) {
+      for (auto& sequence : running_) {
+        sequence->kv.Release();
+        const FinishReason reason = sequence->done;
+        ended->push_back({std::move(sequence), absl::OkStatus(), reason});
+        ++stats_.completed;
+      }
+      running_.clear();
+    }
   }
 
   StepPlanInput input;

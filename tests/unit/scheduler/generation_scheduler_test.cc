@@ -81,12 +81,14 @@ class CollectingSink : public GenerationSink {
   absl::Notification* first_token_ = nullptr;
 };
 
-// A CollectingSink that blocks the scheduler thread in its first OnTokens until Release().
+// A CollectingSink that blocks the scheduler thread in the OnTokens that brings its `hold_at`-th
+// token (the first by default) until Release().
 class HoldingSink : public CollectingSink {
  public:
+  explicit HoldingSink(size_t hold_at = 1) : hold_at_(hold_at) {}
   void OnTokens(std::span<const int32_t> ids, std::span<const float> logprobs) override {
     CollectingSink::OnTokens(ids, logprobs);
-    if (!holding_.HasBeenNotified()) {
+    if (!holding_.HasBeenNotified() && tokens().size() >= hold_at_) {
       holding_.Notify();
       released_.WaitForNotification();
     }
@@ -98,6 +100,7 @@ class HoldingSink : public CollectingSink {
   }
 
  private:
+  const size_t hold_at_;
   absl::Notification holding_;
   absl::Notification released_;
 };
@@ -270,6 +273,42 @@ TEST_F(GenerationSchedulerTest, StaticBatchingStopsPaddingARowAtMaxModelLen) {
   EXPECT_LT(b.finished_at(), a.last_token_at()) << "b left when its row reached 40 tokens";
   EXPECT_EQ(a.tokens().size(), 30u);
   EXPECT_EQ(scheduler->stats().padding_tokens, 5);
+  EXPECT_EQ(scheduler->kv_free_blocks(), scheduler->kv_total_blocks());
+}
+
+TEST_F(GenerationSchedulerTest, StaticBatchEndsWhenOnlyPaddingRowsAreLeft) {
+  GenerationOptions options;
+  options.batching = GenerationBatching::kStatic;
+  options.max_running_sequences = 2;
+  // Sinks first: the scheduler, which may still call them, goes before them.
+  HoldingSink holder;
+  HoldingSink a(/*hold_at=*/8);
+  CollectingSink b;
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  const absl::Cleanup unblock = [&holder, &a] {
+    holder.Release();
+    a.Release();
+  };
+  const SequenceId hold = HoldStaticAdmission(*scheduler, &holder);
+  MOE_ASSERT_OK_AND_ASSIGN(const SequenceId a_id, scheduler->Submit(Request(&a, 60)));
+  ASSERT_TRUE(scheduler->Submit(Request(&b, 5)).ok());
+  ReleaseStaticAdmission(*scheduler, hold, &holder);
+  // a holds the scheduler in the step of its 8th token; b finished at its 5th and has been a
+  // padding row since: steps 6, 7 and 8 (whichever of the two rows that step handles first).
+  a.WaitUntilHolding();
+  scheduler->Cancel(a_id);  // applied before the scheduler's next pass
+  a.Release();
+  ASSERT_TRUE(a.Wait() && b.Wait());
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(a.tokens().size(), 8u);
+  EXPECT_TRUE(b.status().ok()) << b.status();
+  EXPECT_EQ(b.summary().finish_reason, FinishReason::kLength);
+  EXPECT_EQ(b.tokens().size(), 5u);
+  // Nothing ran for b alone after a left.
+  const GenerationStats stats = scheduler->stats();
+  EXPECT_EQ(stats.padding_tokens, 3);
+  EXPECT_EQ(stats.cancelled, 2);  // the holder and a
   EXPECT_EQ(scheduler->kv_free_blocks(), scheduler->kv_total_blocks());
 }
 

@@ -67,9 +67,7 @@ require_binaries "$server" "$client" "$maker"
 synthetic_dir=$build/bench/mixtral-d512
 if [[ " $models " == *" synthetic "* && ! -f $synthetic_dir/config.json ]]; then
   echo "generate_bench: making the synthetic model in $synthetic_dir" >&2
-  "$maker" --kind mixtral --out "$synthetic_dir" --force --hidden 512 --ffn 1408 --experts 8 \
-    --top-k 2 --blocks 4 --heads 8 --kv-heads 2 --vocab 8000 --context 4096 --dtype bf16 \
-    --seed 1 >&2
+  "$maker" --flagfile=bench/mixtral-d512.flags --out "$synthetic_dir" --force >&2
 fi
 make_work_dir
 

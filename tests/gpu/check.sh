@@ -285,15 +285,15 @@ elif ((bench)); then
   fi
   # Generation under closed-loop load, continuous against static batching, at 1, 8 and 32
   # streams: the scheduler moe-server runs and the whole decoder on the device, in process.
-  # The model is bench/generate_bench.sh's synthetic one (d 512, 4 layers of 8 experts, top-2).
+  # The model is bench/generate_bench.sh's synthetic one (bench/mixtral-d512.flags: d 512, 4
+  # layers of 8 experts, top-2).
   if ((generation_bench)); then
     model_dir=$build_dir/bench/mixtral-d512
     log=$logs/generation-bench-run.log
     start=$SECONDS
     if { [[ -f $model_dir/config.json ]] ||
-         "$build_dir/tools/moe-make-synthetic" --kind mixtral --out "$model_dir" --force \
-           --hidden 512 --ffn 1408 --experts 8 --top-k 2 --blocks 4 --heads 8 --kv-heads 2 \
-           --vocab 8000 --context 4096 --dtype bf16 --seed 1; } >"$log" 2>&1 &&
+         "$build_dir/tools/moe-make-synthetic" --flagfile=bench/mixtral-d512.flags \
+           --out "$model_dir" --force; } >"$log" 2>&1 &&
        "$build_dir/bench/moe-generation-bench" --backend cuda --model "$model_dir" \
          --duration "$generation_duration" --warmup 2s --json "$logs/generation-bench.json" \
          >>"$log" 2>&1; then

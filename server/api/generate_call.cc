@@ -73,35 +73,48 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
 
   // --- GenerationSink: the scheduler thread (OnFinished also a cancelling one).
   void OnTokens(std::span<const int32_t> token_ids, std::span<const float> logprobs) override {
-    absl::MutexLock lock(&mu_);
-    if (broken_) return;
-    for (int32_t id : token_ids) pending_.add_token_ids(id);
-    for (float logprob : logprobs) pending_.add_logprobs(logprob);
-    if (detokenizer_.has_value()) AppendText(detokenizer_->Add(token_ids));
-    if (!write_in_flight_) WriteNext();
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (broken_) return;
+      for (int32_t id : token_ids) pending_.add_token_ids(id);
+      for (float logprob : logprobs) pending_.add_logprobs(logprob);
+      if (detokenizer_.has_value()) AppendText(detokenizer_->Add(token_ids));
+      if (!write_in_flight_) finish = WriteNext();
+    }
+    FinishIfDecided(std::move(finish));
   }
 
   void OnFinished(const absl::Status& status, const GenerationSummary& summary) override {
-    absl::MutexLock lock(&mu_);
-    finished_ = true;
-    final_status_ = status;
-    if (status.ok() && detokenizer_.has_value()) AppendText(detokenizer_->Finish());
-    if (status.ok()) {
-      pending_.set_finish_reason(ToProto(summary.finish_reason));
-      pending_.set_prompt_tokens(static_cast<int32_t>(summary.prompt_tokens));
-      pending_.set_completion_tokens(static_cast<int32_t>(summary.completion_tokens));
-      pending_.set_time_to_first_token_seconds(absl::ToDoubleSeconds(summary.time_to_first_token));
-      pending_.set_preemptions(static_cast<int32_t>(summary.preemptions));
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+      final_status_ = status;
+      if (status.ok() && detokenizer_.has_value()) AppendText(detokenizer_->Finish());
+      if (status.ok()) {
+        pending_.set_finish_reason(ToProto(summary.finish_reason));
+        pending_.set_prompt_tokens(static_cast<int32_t>(summary.prompt_tokens));
+        pending_.set_completion_tokens(static_cast<int32_t>(summary.completion_tokens));
+        pending_.set_time_to_first_token_seconds(
+            absl::ToDoubleSeconds(summary.time_to_first_token));
+        pending_.set_preemptions(static_cast<int32_t>(summary.preemptions));
+      }
+      if (!write_in_flight_) finish = WriteNext();
     }
-    if (!write_in_flight_) WriteNext();
+    FinishIfDecided(std::move(finish));
   }
 
   // --- reactor
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    write_in_flight_ = false;
-    if (!ok) broken_ = true;  // the client went away; OnCancel stops the sequence
-    WriteNext();
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      write_in_flight_ = false;
+      if (!ok) broken_ = true;  // the client went away; OnCancel stops the sequence
+      finish = WriteNext();
+    }
+    FinishIfDecided(std::move(finish));
   }
 
   void OnCancel() override {
@@ -138,36 +151,50 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
 
   // Refused before the scheduler took it: no sink call will come.
   void Refuse(const absl::Status& status) {
-    absl::MutexLock lock(&mu_);
-    finished_ = true;
-    final_status_ = status;
-    WriteNext();
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+      final_status_ = status;
+      finish = WriteNext();
+    }
+    FinishIfDecided(std::move(finish));
   }
 
-  // With no write in flight: sends what is pending, the final message, or the status. gRPC
-  // does not run reactions inline from StartWrite/Finish on the callback API's own threads, so
-  // calling them under mu_ cannot re-enter it.
-  void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finish_called_) return;
+  // With no write in flight: sends what is pending or the final message, or decides the
+  // call's status, which the caller passes to FinishIfDecided once mu_ is released. gRPC does
+  // not run reactions inline from StartWrite on the callback API's own threads, so starting a
+  // write under mu_ cannot re-enter it.
+  [[nodiscard]] std::optional<grpc::Status> WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finish_called_) return std::nullopt;
     if (finished_ && (!final_status_.ok() || broken_)) {
-      return FinishCall(broken_ && final_status_.ok() ? absl::CancelledError("the client went away")
-                                                      : final_status_);
+      return DecideFinish(broken_ && final_status_.ok()
+                              ? absl::CancelledError("the client went away")
+                              : final_status_);
     }
-    if (finished_ && final_sent_) return FinishCall(absl::OkStatus());
+    if (finished_ && final_sent_) return DecideFinish(absl::OkStatus());
     if (!finished_ && (broken_ || (pending_.token_ids_size() == 0 && pending_.text().empty()))) {
-      return;
+      return std::nullopt;
     }
     in_flight_.Clear();
     in_flight_.Swap(&pending_);
     write_in_flight_ = true;
     if (finished_) final_sent_ = true;
     StartWrite(&in_flight_);
+    return std::nullopt;
   }
 
-  void FinishCall(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  grpc::Status DecideFinish(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     finish_called_ = true;
     if (metrics_ != nullptr) metrics_->RecordCall(status.code(), absl::Now() - arrival_);
-    Finish(ToGrpcStatus(status));
+    return ToGrpcStatus(status);
+  }
+
+  // Finish, outside mu_ and as the last thing the calling method does: once it is made, gRPC
+  // may run OnDone, which deletes this call, on another thread at any moment (a sink call on
+  // the scheduler thread is no reaction, which gRPC would wait for).
+  void FinishIfDecided(std::optional<grpc::Status> status) ABSL_LOCKS_EXCLUDED(mu_) {
+    if (status.has_value()) Finish(*std::move(status));
   }
 
   ModelRegistry* const registry_;

@@ -135,15 +135,17 @@ GenerationScheduler::~GenerationScheduler() {
 
 absl::StatusOr<SequenceId> GenerationScheduler::Submit(std::unique_ptr<GenerationRequest> request) {
   const int64_t prompt = static_cast<int64_t>(request->prompt.size());
-  const int64_t total = prompt + request->max_new_tokens;
   if (prompt < 1 || request->max_new_tokens < 1) {
     return absl::InvalidArgumentError("a sequence needs a prompt and at least one new token");
   }
-  if (total > max_model_len_) {
+  // Compared before adding: an in-process caller's max_new_tokens may be anything up to INT64_MAX.
+  if (request->max_new_tokens > max_model_len_ - prompt) {
+    const double total = static_cast<double>(prompt) + static_cast<double>(request->max_new_tokens);
     return absl::InvalidArgumentError(
         absl::StrCat("prompt (", prompt, " tokens) plus max_new_tokens (", request->max_new_tokens,
                      ") is ", total, " tokens, beyond this model's maximum of ", max_model_len_));
   }
+  const int64_t total = prompt + request->max_new_tokens;
   const int64_t blocks = BlocksFor(total, cache_->block_tokens());
   if (blocks > kv_total_blocks_) {
     return absl::InvalidArgumentError(
@@ -466,8 +468,10 @@ void GenerationScheduler::RunStep(const std::vector<Sequence*>& step,
     const FinishReason reason = SampleNext(*sequence, row);
     if (reason == FinishReason::kNone) continue;
     if (options_.batching == GenerationBatching::kStatic) {
+      // A padding row from now on. The token just sampled is still pending: it is the row's
+      // input in the next step, one token per step as in any decode.
       sequence->done = reason;
-      if (PadNext(*sequence)) continue;
+      continue;
     }
     FinishRunning(sequence, absl::OkStatus(), reason);
   }

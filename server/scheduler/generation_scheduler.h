@@ -135,8 +135,9 @@ class GenerationScheduler {
   // Samples the next token of a sequence whose pending tokens have all run and hands it to the
   // sink; says whether (and why) the sequence is done.
   FinishReason SampleNext(Sequence& sequence, const float* logits);
-  // Static batching: a finished sequence keeps its row. Appends its next padding token, or
-  // says it cannot (the row would pass max_model_len).
+  // Static batching: a finished sequence keeps its row, its last sampled token the first
+  // padding step's input. After each padding step, appends the next input, or says it cannot
+  // (the row would pass max_model_len).
   bool PadNext(Sequence& sequence);
   // Static batching: once every running sequence has finished, the batch ends together.
   void EndBatchIfDone();

@@ -85,8 +85,9 @@ StepPlan PlanStep(const StepPlanInput& input) {
     if (std::find(active.begin(), active.end(), index) == active.end()) continue;
     schedule_running(index, Pending(input.running[index]));
   }
-  // 3. Admissions.
-  if (input.admit) {
+  // 3. Admissions, unless this step preempted: the preempted sequences go back to the front of
+  // the queue and are first to rejoin, so nothing that arrived after them takes their blocks.
+  if (input.admit && plan.preempted.empty()) {
     int64_t places = input.max_running - static_cast<int64_t>(active.size());
     // Blocks the admitted sequences' later prompt chunks will need: not free for the next one.
     int64_t promised = 0;

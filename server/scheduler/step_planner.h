@@ -12,8 +12,9 @@
 //      starved by short ones). A sequence joins only when its whole pending prompt fits the
 //      free blocks, even if only its first chunk runs now.
 // When a running sequence needs a block and none is free, the newest running sequence is
-// preempted (all its blocks freed; it waits again and is recomputed later), never an older
-// one: the oldest work always makes progress.
+// preempted (all its blocks freed; it waits again, at the front of the queue, and is recomputed
+// later), never an older one: the oldest work always makes progress. A step that preempts
+// admits nothing, so no later arrival overtakes the preempted sequence.
 #pragma once
 
 #include <cstddef>

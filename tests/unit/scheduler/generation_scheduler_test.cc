@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -177,6 +178,10 @@ TEST_F(GenerationSchedulerTest, SubmitRefusesWhatCanNeverRun) {
   CollectingSink sink;
   EXPECT_THAT(scheduler->Submit(Request(&sink, 200)).status(),
               testing::StatusIs(absl::StatusCode::kInvalidArgument));  // beyond max_model_len
+  // An in-process caller's count too large to add to the prompt's (UBSan checks the sum).
+  EXPECT_THAT(
+      scheduler->Submit(Request(&sink, std::numeric_limits<int64_t>::max())).status(),
+      testing::StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("beyond")));
   const int64_t too_many = scheduler->kv_total_blocks() * 16;
   if (too_many + 3 < 100) {
     EXPECT_THAT(scheduler->Submit(Request(&sink, too_many)).status(),
@@ -244,6 +249,9 @@ TEST_F(GenerationSchedulerTest, StaticBatchingPadsFinishedRowsAndEndsTheBatchTog
   const GenerationStats stats = scheduler->stats();
   EXPECT_EQ(stats.padding_tokens, 55);
   EXPECT_EQ(stats.generated_tokens, 70 + static_cast<int64_t>(holder.tokens().size()));
+  // Every pass's tokens: the holder's prompt (2); a's and b's prompts (6), then 59 steps of one
+  // token each for both rows, b's 55 padding ones included; c's prompt and 4 decodes (7).
+  EXPECT_EQ(stats.step_tokens, 2 + 6 + 59 * 2 + 7);
   EXPECT_EQ(stats.max_step_sequences, 2);
   EXPECT_GE(c.first_token_at(), a.finished_at());
   EXPECT_GE(c.first_token_at(), b.finished_at());
@@ -264,7 +272,8 @@ TEST_F(GenerationSchedulerTest, StaticBatchingStopsPaddingARowAtMaxModelLen) {
   const absl::Cleanup unblock = [&holder] { holder.Release(); };
   const SequenceId hold = HoldStaticAdmission(*scheduler, &holder);
   ASSERT_TRUE(scheduler->Submit(Request(&a, 30)).ok());  // 3 + 30 tokens
-  // 30 + 5 tokens: its row can be padded 5 more tokens, to 40, not the 25 a still needs.
+  // 30 + 5 tokens: its row is padded from its last sampled token (the 35th) to the 40th, 6
+  // steps of one token, not the 25 more a still needs.
   ASSERT_TRUE(scheduler->Submit(Request(&b, 5, std::vector<int32_t>(30, 7))).ok());
   ReleaseStaticAdmission(*scheduler, hold, &holder);
   ASSERT_TRUE(a.Wait() && b.Wait());
@@ -272,7 +281,7 @@ TEST_F(GenerationSchedulerTest, StaticBatchingStopsPaddingARowAtMaxModelLen) {
   EXPECT_EQ(b.summary().completion_tokens, 5);
   EXPECT_LT(b.finished_at(), a.last_token_at()) << "b left when its row reached 40 tokens";
   EXPECT_EQ(a.tokens().size(), 30u);
-  EXPECT_EQ(scheduler->stats().padding_tokens, 5);
+  EXPECT_EQ(scheduler->stats().padding_tokens, 6);
   EXPECT_EQ(scheduler->kv_free_blocks(), scheduler->kv_total_blocks());
 }
 

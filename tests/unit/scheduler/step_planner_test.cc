@@ -118,6 +118,29 @@ TEST(StepPlanner, PreemptsTheNewestWhenADecodeNeedsABlock) {
   EXPECT_EQ(plan.chunks[0].index, 0u);
 }
 
+TEST(StepPlanner, AStepThatPreemptsAdmitsNothing) {
+  StepPlanInput in;
+  in.block_tokens = 4;
+  in.free_blocks = 0;
+  in.max_batch_tokens = 100;
+  // The oldest needs a block; the newest holds 3 and gives them up. A 2-token prompt waiting
+  // would fit in the 2 left over, but it arrived after the preempted sequence, which rejoins
+  // first.
+  in.running = {Decoding(4, 4), Decoding(9, 4)};
+  in.waiting = {Waiting(2)};
+  const StepPlan plan = PlanStep(in);
+  ASSERT_EQ(plan.preempted.size(), 1u);
+  EXPECT_EQ(plan.preempted[0], 1u);
+  EXPECT_TRUE(plan.admitted.empty());
+  ASSERT_EQ(plan.chunks.size(), 1u);
+  EXPECT_EQ(plan.chunks[0].index, 0u);
+  // With a block for the oldest and one for the prompt, nothing is preempted and it joins.
+  in.free_blocks = 2;
+  const StepPlan roomy = PlanStep(in);
+  EXPECT_TRUE(roomy.preempted.empty());
+  EXPECT_EQ(roomy.admitted.size(), 1u);
+}
+
 // Runs the planner as the scheduler does, over many steps of random arrivals and output
 // lengths, and checks: blocks are never over-committed, the budget is kept, every sequence
 // finishes, and preempted ones restart from zero.

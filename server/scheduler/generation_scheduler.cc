@@ -179,6 +179,7 @@ void GenerationScheduler::Cancel(SequenceId id) {
       cancelled = std::move(*waiting);
       waiting_.erase(waiting);
       ++stats_.cancelled;
+      ++finishing_;
       PublishGauges();
     } else if (std::any_of(running_.begin(), running_.end(),
                            [id](const auto& s) { return s->id == id; })) {
@@ -188,6 +189,8 @@ void GenerationScheduler::Cancel(SequenceId id) {
   if (cancelled != nullptr) {
     Finish(std::move(cancelled), absl::CancelledError("generation cancelled by the client"),
            FinishReason::kNone);
+    absl::MutexLock lock(&mu_);
+    --finishing_;
   }
 }
 
@@ -200,7 +203,7 @@ bool GenerationScheduler::FinishDrain(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   draining_ = true;
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return waiting_.empty() && running_.empty() && !step_running_;
+    return waiting_.empty() && running_.empty() && !step_running_ && finishing_ == 0;
   };
   if (mu_.AwaitWithTimeout(absl::Condition(&idle), timeout)) return true;
   aborting_ = true;
@@ -246,6 +249,10 @@ void GenerationScheduler::Loop() {
   while (true) {
     const bool go_on = PlanNextStep(&step, &step_tokens, &ended);
     for (Ending& ending : ended) Finish(std::move(ending.sequence), ending.status, ending.reason);
+    if (!ended.empty()) {
+      absl::MutexLock lock(&mu_);
+      finishing_ -= static_cast<int64_t>(ended.size());
+    }
     ended.clear();
     if (!go_on) break;
     if (!step.empty()) RunStep(step, step_tokens);
@@ -366,6 +373,7 @@ bool GenerationScheduler::PlanNextStep(std::vector<Sequence*>* step,
     stats_.failed += static_cast<int64_t>(running_.size());
     running_.clear();
   }
+  finishing_ += static_cast<int64_t>(ended->size());
   step_running_ = !step->empty();
   kv_free_blocks_ = cache_->free_blocks();
   PublishGauges();
@@ -602,6 +610,7 @@ void GenerationScheduler::AbortAll() {
     waiting_.clear();
     running_.clear();
     cancel_running_.clear();
+    finishing_ += static_cast<int64_t>(left.size());
   }
   const absl::Status unavailable = absl::UnavailableError(
       "the server shut down before this generation finished; retry on another replica");
@@ -615,6 +624,7 @@ void GenerationScheduler::AbortAll() {
     }
   }
   absl::MutexLock lock(&mu_);
+  finishing_ -= static_cast<int64_t>(left.size());
   kv_free_blocks_ = cache_->free_blocks();
   step_running_ = false;
   PublishGauges();

@@ -168,6 +168,9 @@ class GenerationScheduler {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool step_running_ ABSL_GUARDED_BY(mu_) = false;
+  // Sequences taken out of waiting_ or running_ whose sink has not heard their end yet (Finish
+  // runs outside mu_): a drain is not over until they have.
+  int64_t finishing_ ABSL_GUARDED_BY(mu_) = 0;
   // Set when a drain times out or the scheduler is destroyed: the thread fails every sequence
   // with UNAVAILABLE and exits.
   bool aborting_ ABSL_GUARDED_BY(mu_) = false;

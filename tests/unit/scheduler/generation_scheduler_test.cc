@@ -5,13 +5,16 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <limits>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "server/engine/decoder/decoder_model.h"
 #include "server/engine/moe_backend.h"
 #include "tests/testing/status_matchers.h"
@@ -103,6 +106,24 @@ class HoldingSink : public CollectingSink {
  private:
   const size_t hold_at_;
   absl::Notification holding_;
+  absl::Notification released_;
+};
+
+// A CollectingSink whose OnFinished blocks its caller until Release().
+class BlockingFinishSink : public CollectingSink {
+ public:
+  void OnFinished(const absl::Status& status, const GenerationSummary& summary) override {
+    finishing_.Notify();
+    released_.WaitForNotification();
+    CollectingSink::OnFinished(status, summary);
+  }
+  void WaitUntilFinishing() { finishing_.WaitForNotification(); }
+  void Release() {
+    if (!released_.HasBeenNotified()) released_.Notify();
+  }
+
+ private:
+  absl::Notification finishing_;
   absl::Notification released_;
 };
 
@@ -481,6 +502,44 @@ TEST_F(GenerationSchedulerTest, DrainFinishesWorkThenRefusesAndATimeoutAborts) {
   EXPECT_FALSE(other->FinishDrain(absl::ZeroDuration()));
   ASSERT_TRUE(long_one.Wait());
   EXPECT_EQ(long_one.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(GenerationSchedulerTest, DrainEndsOnlyOnceEverySinkHasHeardItsEnd) {
+  GenerationOptions options;
+  options.max_running_sequences = 1;
+  // Sinks first: the scheduler, which may still call them, goes before them.
+  HoldingSink running;
+  BlockingFinishSink waiting;
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  const absl::Cleanup unblock = [&] {
+    running.Release();
+    waiting.Release();
+  };
+  MOE_ASSERT_OK_AND_ASSIGN(const SequenceId running_id, scheduler->Submit(Request(&running, 50)));
+  running.WaitUntilHolding();
+  MOE_ASSERT_OK_AND_ASSIGN(const SequenceId waiting_id, scheduler->Submit(Request(&waiting, 5)));
+  // The waiting sequence is cancelled on a thread that then blocks in its sink's OnFinished.
+  std::thread canceller([&] { scheduler->Cancel(waiting_id); });
+  waiting.WaitUntilFinishing();
+  scheduler->Cancel(running_id);
+  running.Release();
+  EXPECT_TRUE(running.Wait());
+  // Nothing is queued or running any more, but one sink has not heard its end yet.
+  std::atomic<bool> returned{false};
+  bool drained = false;
+  std::thread drainer([&] {
+    drained = scheduler->FinishDrain(absl::Seconds(60));
+    returned = true;
+  });
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_FALSE(returned.load()) << "the drain ended while a sink was still being told its end";
+  waiting.Release();
+  canceller.join();
+  drainer.join();
+  EXPECT_TRUE(drained);
+  EXPECT_EQ(waiting.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(running.status().code(), absl::StatusCode::kCancelled);
 }
 
 }  // namespace

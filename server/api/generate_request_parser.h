@@ -1,8 +1,10 @@
 // Checks a moe.v1.GenerateRequest against the model it names and turns it into what the
 // generation scheduler runs. Every refusal is INVALID_ARGUMENT with a message naming the field
-// and the value at fault. Nothing a client sends makes the server allocate beyond what the
-// model's context allows: the prompt and max_new_tokens are bounded by max_model_len before
-// anything is copied.
+// and the value at fault. Nothing a client sends makes the server allocate without bound: token
+// ids arrive within the request (its size capped by --max-message-bytes) and are copied once; a
+// text prompt longer than 16 bytes per token of max_model_len is refused before it is tokenized;
+// the prompt plus max_new_tokens, which sizes the KV cache a sequence may take, must fit
+// max_model_len.
 #pragma once
 
 #include <cstdint>

@@ -69,7 +69,11 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const moe::v1::GenerateRequest& r
   absl::StatusOr<std::vector<int32_t>> encoded = limits.tokenizer->Encode(request.prompt_text());
   if (!encoded.ok()) return encoded.status();
   std::vector<int32_t> ids;
-  if (limits.bos_token_id >= 0) ids.push_back(static_cast<int32_t>(limits.bos_token_id));
+  // A checkpoint's bos_token_id outside its vocabulary (configs only bound it) is left out: as
+  // a prompt id it would fail the whole forward pass this sequence shares with others.
+  if (limits.bos_token_id >= 0 && limits.bos_token_id < limits.vocab_size) {
+    ids.push_back(static_cast<int32_t>(limits.bos_token_id));
+  }
   ids.insert(ids.end(), encoded->begin(), encoded->end());
   if (ids.empty()) {
     return absl::InvalidArgumentError("prompt_text encodes to no token at all");

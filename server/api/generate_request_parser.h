@@ -21,9 +21,9 @@ namespace moe::api {
 // What the request is checked against.
 struct GenerationLimits {
   int64_t vocab_size = 0;
-  int64_t max_model_len = 0;                        // prompt + generated
-  std::vector<int32_t> eos_token_ids;               // the model's end-of-sequence ids
-  int64_t bos_token_id = -1;                        // put before an encoded prompt_text; -1: none
+  int64_t max_model_len = 0;           // prompt + generated
+  std::vector<int32_t> eos_token_ids;  // the model's end-of-sequence ids
+  int64_t bos_token_id = -1;  // put before an encoded prompt_text; -1 (or >= vocab_size): none
   const tokenizer::Tokenizer* tokenizer = nullptr;  // null: prompt_text is refused
   std::string model_name;                           // for messages
 };

@@ -564,6 +564,11 @@ absl::StatusOr<ModelConfig> ParseConfigObject(const json& root, const std::strin
       reader.OptionalInt("max_position_embeddings", family->default_max_position_embeddings, 1,
                          kMaxPositions));
   MOE_ASSIGN_OR_RETURN(config.rope_scaling, ReadRopeScaling(reader, max_position_embeddings));
+  if (config.rope_scaling.type == RopeScalingType::kYarn && !(config.rope_theta > 1.0)) {
+    // YaRN's correction range divides by log(rope_theta): 1 gives NaN frequencies.
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": rope_scaling of type yarn needs rope_theta > 1, got ", config.rope_theta));
+  }
   config.max_position_embeddings = ScaledContext(max_position_embeddings, config.rope_scaling);
   MOE_ASSIGN_OR_RETURN(config.tie_word_embeddings,
                        reader.OptionalBool("tie_word_embeddings", false));

@@ -7,6 +7,8 @@
 #include <span>
 #include <vector>
 
+#include <omp.h>
+
 namespace moe::engine {
 namespace {
 
@@ -111,9 +113,15 @@ void PagedAttention(int64_t layer, std::span<const AttentionChunk> chunks,
   int64_t work = 0;
   for (const AttentionChunk& chunk : chunks) work += chunk.num_tokens * (chunk.start + 1);
   work *= heads * hd;
+  // Each thread's scores row, allocated here: a std::bad_alloc thrown inside the parallel
+  // region could not leave it (std::terminate); out here it reaches the scheduler, which fails
+  // the step with RESOURCE_EXHAUSTED.
+  std::vector<float> all_scores(static_cast<size_t>(omp_get_max_threads()) *
+                                static_cast<size_t>(longest));
 #pragma omp parallel if (num_tasks > 1 && work > (int64_t{1} << 16))
   {
-    std::vector<float> scores(static_cast<size_t>(longest));
+    float* const scores = all_scores.data() +
+                          static_cast<size_t>(omp_get_thread_num()) * static_cast<size_t>(longest);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < num_tasks; ++t) {
       const Task& task = tasks[t];
@@ -123,8 +131,7 @@ void PagedAttention(int64_t layer, std::span<const AttentionChunk> chunks,
         const int64_t row = chunk.first_row + i;
         const float* q = qkv.data + row * qkv.stride + task.head * hd;
         AttendOne(*chunk.sequence->cache(), layer, *chunk.sequence, task.head / group, q,
-                  chunk.start + i, hd, scale, scores.data(),
-                  out + row * heads * hd + task.head * hd);
+                  chunk.start + i, hd, scale, scores, out + row * heads * hd + task.head * hd);
       }
     }
   }

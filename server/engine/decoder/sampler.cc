@@ -90,10 +90,16 @@ int32_t TokenSampler::Sample(std::span<const float> logits, std::span<const int3
     return static_cast<int32_t>(best);
   }
 
-  // Temperature, then top-k on the scaled logits.
+  // Temperature, then top-k on the scaled logits. The largest logit is subtracted before the
+  // division: the top stays 0 and the rest at most 0, so a tiny temperature drives them to -inf
+  // (greedy in the limit) instead of overflowing the largest ones to +inf, which would leave
+  // nothing to tell them apart.
+  float high = -INFINITY;
+  for (const float value : scratch_) high = std::max(high, value);
+  const float shift = std::isfinite(high) ? high : 0.0f;
   candidates_.resize(static_cast<size_t>(vocab));
   for (int64_t i = 0; i < vocab; ++i) {
-    candidates_[i] = {scratch_[i] / params_.temperature, static_cast<int32_t>(i)};
+    candidates_[i] = {(scratch_[i] - shift) / params_.temperature, static_cast<int32_t>(i)};
   }
   if (params_.top_k > 0 && params_.top_k < vocab) {
     std::nth_element(candidates_.begin(), candidates_.begin() + (params_.top_k - 1),

@@ -179,6 +179,25 @@ TEST_F(SamplerTest, TemperatureSamplingFrequenciesMatchTheSoftmax) {
   }
 }
 
+TEST_F(SamplerTest, ATinyTemperatureIsGreedyNotAnOverflow) {
+  // 1e-39 is a valid temperature (finite, > 0): logit / temperature overflows float for any
+  // logit above about 3.4e-1, so the sampler must not compute it that way.
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<float> logits = RandomLogits(64);
+    if (trial % 2 == 1) {
+      for (float& value : logits) value = -std::abs(value) - 0.5f;  // all negative
+    }
+    SamplingParams params;
+    params.temperature = 1e-39f;
+    params.seed = seed_ + trial;
+    TokenSampler sampler(params);
+    float logprob = 1.0f;
+    EXPECT_EQ(sampler.Sample(logits, {}, &logprob), Ranked(logits)[0])
+        << "seed " << seed_ << ", trial " << trial;
+    EXPECT_EQ(logprob, 0.0f);
+  }
+}
+
 TEST_F(SamplerTest, RepetitionPenaltyDividesPositiveMultipliesNegativeOncePerToken) {
   // Penalty 2 on tokens 0 (seen twice) and 1: {3, -1, 2} -> {1.5, -2, 2}, so greedy picks 2.
   const std::vector<float> logits = {3.0f, -1.0f, 2.0f};

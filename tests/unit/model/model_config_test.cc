@@ -433,6 +433,16 @@ TEST(ModelConfigTest, RopeScalingKindsNotImplementedAreRefusedNamingThem) {
   }
 }
 
+TEST(ModelConfigTest, YarnNeedsARopeThetaAboveOne) {
+  nlohmann::json config = MixtralJson();
+  config["rope_theta"] = 1.0;
+  config["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_THAT(Parse(config), StatusIs(absl::StatusCode::kInvalidArgument,
+                                      AllOf(HasSubstr("yarn"), HasSubstr("rope_theta > 1"))));
+  config["rope_theta"] = 1.5;
+  EXPECT_TRUE(Parse(config).ok());
+}
+
 // YaRN as Qwen's model cards enable it: the context becomes original_max_position_embeddings x
 // factor (vLLM's rule), and the ramp is placed over original_max_position_embeddings.
 TEST(ModelConfigTest, YarnExtendsTheContextFromItsOriginalLength) {

@@ -17,8 +17,9 @@ namespace {
 
 // Block ids are int32 (block tables stay small); the pool holds at most this many.
 constexpr int64_t kMaxBlocks = std::numeric_limits<int32_t>::max();
-// Bounds on each dimension, far above real models, so the byte products cannot overflow.
-constexpr int64_t kMaxDimension = int64_t{1} << 16;
+// Bounds on each dimension, far above real models (and the loader's limits), so that the byte
+// product of all four, 2 x 4 bytes x 2^48 = 2^51, fits in int64_t and uint64_t.
+constexpr int64_t kMaxDimension = int64_t{1} << 12;
 
 uint64_t NextCacheId() {
   static std::atomic<uint64_t> next{1};

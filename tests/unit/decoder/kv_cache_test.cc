@@ -82,6 +82,12 @@ TEST(KvCacheTest, CreateRefusesNonPositiveDimensions) {
   shape.head_dim = -1;
   EXPECT_THAT(KvCache::Create(shape, 1 << 20),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("head_dim")));
+  // Dimensions whose block size would overflow 64 bits (2 x 4 bytes x 2^64) are refused, not
+  // wrapped into a small block.
+  const KvCacheShape huge{
+      .num_layers = 1 << 16, .num_kv_heads = 1 << 16, .head_dim = 1 << 16, .block_tokens = 1 << 16};
+  EXPECT_THAT(KvCache::Create(huge, uint64_t{1} << 40, KvStorage::kNone),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outside [1, 4096]")));
 }
 
 TEST(KvCacheTest, ReserveGrowsTheBlockTableToTheTokenCount) {

@@ -82,7 +82,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
       if (detokenizer_.has_value()) AppendText(detokenizer_->Add(token_ids));
       if (!write_in_flight_) finish = WriteNext();
     }
-    FinishIfDecided(std::move(finish));
+    FinishIfDecided(this, std::move(finish));
   }
 
   void OnFinished(const absl::Status& status, const GenerationSummary& summary) override {
@@ -102,7 +102,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
       }
       if (!write_in_flight_) finish = WriteNext();
     }
-    FinishIfDecided(std::move(finish));
+    FinishIfDecided(this, std::move(finish));
   }
 
   // --- reactor
@@ -114,7 +114,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
       if (!ok) broken_ = true;  // the client went away; OnCancel stops the sequence
       finish = WriteNext();
     }
-    FinishIfDecided(std::move(finish));
+    FinishIfDecided(this, std::move(finish));
   }
 
   void OnCancel() override {
@@ -158,7 +158,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
       final_status_ = status;
       finish = WriteNext();
     }
-    FinishIfDecided(std::move(finish));
+    FinishIfDecided(this, std::move(finish));
   }
 
   // With no write in flight: sends what is pending or the final message, or decides the
@@ -191,10 +191,12 @@ class GenerateCall final : public grpc::ServerWriteReactor<GenerateResponse>,
   }
 
   // Finish, outside mu_ and as the last thing the calling method does: once it is made, gRPC
-  // may run OnDone, which deletes this call, on another thread at any moment (a sink call on
-  // the scheduler thread is no reaction, which gRPC would wait for).
-  void FinishIfDecided(std::optional<grpc::Status> status) ABSL_LOCKS_EXCLUDED(mu_) {
-    if (status.has_value()) Finish(*std::move(status));
+  // may run OnDone, which deletes the call, on another thread at any moment (a sink call on
+  // the scheduler thread is no reaction, which gRPC would wait for). Static: with nothing
+  // decided it must not touch the call at all, since once mu_ is released a write it started
+  // may already have completed, finished and deleted the call on a gRPC thread.
+  static void FinishIfDecided(GenerateCall* call, std::optional<grpc::Status> status) {
+    if (status.has_value()) call->Finish(*std::move(status));
   }
 
   ModelRegistry* const registry_;
